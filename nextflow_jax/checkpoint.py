@@ -1,0 +1,171 @@
+# Copyright 2026 The nextflow_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""Orbax checkpoints of train state, data iterator position and config.
+
+The only module that imports orbax. One `Checkpointer` per workdir wraps a
+`CheckpointManager`:
+
+  * items per step: `state` (any pytree of arrays, stored unboxed), `data`
+    (the Grain iterator state, so resume continues with the next batch) and
+    `config` (JSON, to see what produced a checkpoint);
+  * saves are asynchronous and atomic: Orbax writes into a temporary folder
+    and renames it when complete, so a crash mid-save leaves the previous
+    checkpoint as the latest one;
+  * keeps the newest `max_to_keep` steps;
+  * restores against an abstract target whose leaves carry shardings, so a
+    checkpoint saved on one mesh restores onto another (resharding on load);
+  * checks shapes and structure against the target first and names every
+    mismatching entry, instead of failing deep inside Orbax.
+
+  ckpt = Checkpointer(f"{workdir}/checkpoints")
+  ckpt.save(step, state, data_iterator=it, config=config)
+  state, step = ckpt.restore(abstract_state, data_iterator=it)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class CheckpointMismatchError(ValueError):
+  """The checkpoint does not fit the target (another model or config)."""
+
+
+class Checkpointer:
+  """Saves and restores (state, data iterator, config) per step."""
+
+  def __init__(self, directory: str, *, max_to_keep: int = 3,
+               async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data": grain.checkpoint.CheckpointHandler(),
+                       "config": ocp.JsonCheckpointHandler()},
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True,
+            enable_async_checkpointing=async_save))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state: Any, *,
+           data_iterator: grain.DatasetIterator | None = None,
+           config: ml_collections.ConfigDict | dict | None = None) -> None:
+    """Starts an asynchronous save of `step` (returns before it is written)."""
+    items = {"state": ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    if config is not None:
+      items["config"] = ocp.args.JsonSave(_config_to_json(config))
+    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+  def restore(self, target: Any, *, step: int | None = None,
+              data_iterator: grain.DatasetIterator | None = None
+              ) -> tuple[Any, int]:
+    """Restores `state` (and the iterator position, in place) of a step.
+
+    Args:
+      target: the state's structure: concrete arrays or
+        `jax.ShapeDtypeStruct`s whose `.sharding` says where each leaf goes
+        (this is how a restore reshards onto a new mesh).
+      step: which step (default: the latest).
+      data_iterator: a freshly built iterator of the same pipeline; its
+        position is set to the saved one.
+
+    Returns:
+      (state, step).
+
+    Raises:
+      FileNotFoundError: no checkpoint exists.
+      CheckpointMismatchError: shapes or structure differ from `target`.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None or step not in self.all_steps():
+      raise FileNotFoundError(f"no checkpoint {'' if step is None else step} "
+                              f"in {self.directory}; steps: {self.all_steps()}")
+    self._check_compatible(step, target)
+    abstract = jax.tree.map(_abstract_leaf, target)
+    items = {"state": ocp.args.StandardRestore(abstract)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    return restored["state"], step
+
+  def restore_config(self, step: int | None = None) -> dict:
+    """The config saved with a step, as a dict."""
+    step = self.latest_step() if step is None else step
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    return restored["config"]
+
+  def _check_compatible(self, step: int, target: Any) -> None:
+    metadata = self._manager.item_metadata(step)["state"]
+    saved = _shapes(metadata)
+    wanted = _shapes(target)
+    problems = []
+    for path in sorted(set(saved) | set(wanted)):
+      if path not in saved:
+        problems.append(f"{path}: missing in the checkpoint")
+      elif path not in wanted:
+        problems.append(f"{path}: in the checkpoint but not in the model")
+      elif saved[path] != wanted[path]:
+        problems.append(f"{path}: checkpoint {saved[path]} vs model "
+                        f"{wanted[path]}")
+    if problems:
+      shown = "\n  ".join(problems[:20])
+      more = f"\n  ... and {len(problems) - 20} more" if len(
+          problems) > 20 else ""
+      raise CheckpointMismatchError(
+          f"checkpoint step {step} in {self.directory} does not match this "
+          f"model/config ({len(problems)} differences):\n  {shown}{more}\n"
+          "Was it written with another config? Compare with "
+          "`Checkpointer.restore_config()`.")
+
+  def wait(self) -> None:
+    """Blocks until pending asynchronous saves are on disk."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def _abstract_leaf(x: Any) -> Any:
+  if isinstance(x, jax.ShapeDtypeStruct):
+    return x
+  if isinstance(x, jax.Array):
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+  return x
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """{"params/dense/kernel": shape}; attribute, dict and index keys alike
+  (Orbax metadata turns namedtuples such as optimizer states into dicts)."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {"/".join(_key_name(k) for k in path): tuple(
+      getattr(leaf, "shape", np.shape(leaf))) for path, leaf in leaves}
+
+
+def _key_name(key: Any) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def _config_to_json(config: ml_collections.ConfigDict | dict) -> dict:
+  if isinstance(config, ml_collections.ConfigDict):
+    return json.loads(config.to_json_best_effort())
+  return json.loads(json.dumps(config, default=str))

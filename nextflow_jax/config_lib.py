@@ -1,0 +1,206 @@
+# Copyright 2026 The nextflow_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""Config helpers: preset/override parsing and up-front validation.
+
+Every `configs/*.py` exposes `get_config(arg)`. `arg` is a comma-separated
+list whose first bare word is a preset and whose `key=value` items override
+dotted config keys after the preset is applied, e.g.
+
+  configs/data.py:cpu
+  configs/data.py:mu,data.global_batch_size=8,data.sources=shapes/32px
+
+`--config.a.b=value` on the command line works as well (ml_collections
+`config_flags`). `validate(config, workdir)` runs before any work starts and
+raises `ConfigError` naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable, Mapping
+import os
+import tempfile
+from typing import Any
+
+import jax
+import ml_collections
+
+from nextflow_jax import scales
+from nextflow_jax import sharding
+
+
+class ConfigError(ValueError):
+  """A config value is invalid; the message names key, value and fix."""
+
+  def __init__(self, key: str, value: Any, allowed: str):
+    name = key if key.startswith("--") else f"config.{key}"
+    super().__init__(f"{name}={value!r} is invalid: {allowed}")
+    self.key = key
+    self.value = value
+
+
+def parse_arg(arg: str | None, presets: Mapping[str, Callable[[], Any]],
+              default: str) -> tuple[str, dict[str, str]]:
+  """Splits "preset,k=v,..." into the preset name and raw overrides.
+
+  Raises:
+    ConfigError: the preset is unknown or an item is malformed.
+  """
+  items = [s.strip() for s in (arg or "").split(",") if s.strip()]
+  preset = default
+  if items and "=" not in items[0]:
+    preset = items.pop(0)
+  if preset not in presets:
+    raise ConfigError("preset", preset,
+                      f"choose one of {sorted(presets)} (e.g. "
+                      f"'configs/x.py:{default}').")
+  overrides = {}
+  for item in items:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+      raise ConfigError("arg", item, "overrides are 'dotted.key=value' items "
+                        "separated by commas, after the preset name.")
+    overrides[key.strip()] = value.strip()
+  return preset, overrides
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: Mapping[str, str]) -> None:
+  """Sets dotted keys from strings, coerced to the existing value's type."""
+  for key, raw in overrides.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      if p not in node or not isinstance(node[p], ml_collections.ConfigDict):
+        raise ConfigError(key, raw, f"'{p}' is not a section of this config.")
+      node = node[p]
+    if leaf not in node:
+      raise ConfigError(key, raw, f"no such key; keys here are "
+                        f"{sorted(node.keys())}.")
+    node[leaf] = _coerce(key, raw, node[leaf])
+
+
+def _coerce(key: str, raw: str, current: Any) -> Any:
+  """Parses `raw` like the type of `current` (str, bool, int, float, tuple)."""
+  if isinstance(current, str):
+    return raw
+  if isinstance(current, bool):
+    if raw.lower() not in ("true", "false", "1", "0"):
+      raise ConfigError(key, raw, "expected true or false.")
+    return raw.lower() in ("true", "1")
+  if isinstance(current, (tuple, list)):
+    parts = [p for p in raw.split(";") if p]  # ';' since ',' separates items.
+    elem = current[0] if current else ""
+    return tuple(_coerce(key, p, elem) for p in parts)
+  try:
+    value = ast.literal_eval(raw)
+  except (ValueError, SyntaxError):
+    value = raw
+  if isinstance(current, float) and isinstance(value, int):
+    value = float(value)
+  if current is not None and not isinstance(value, type(current)):
+    raise ConfigError(key, raw, f"expected a {type(current).__name__}.")
+  return value
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate(config: ml_collections.ConfigDict, workdir: str | None,
+             trainers: Mapping[str, Any] | None = None) -> None:
+  """Checks a config before anything runs; raises `ConfigError` on the first
+  invalid value.
+
+  Args:
+    config: the full config.
+    workdir: where the job writes; must exist or be creatable, and writable.
+    trainers: registered trainer names (checked against `config.trainer`).
+  """
+  if trainers is not None and config.get("trainer") not in trainers:
+    raise ConfigError("trainer", config.get("trainer"),
+                      f"choose one of {sorted(trainers)}.")
+  mesh_shape = _validate_sharding(config)
+  if "data" in config:
+    _validate_data(config, mesh_shape)
+  if "tokenizer" in config:
+    _validate_tokenizer(config)
+  if "train" in config:
+    for key in ("num_steps", "log_every_steps", "ckpt_every_steps",
+                "keep_checkpoints"):
+      if key in config.train and config.train[key] < 1:
+        raise ConfigError(f"train.{key}", config.train[key],
+                          "must be a positive integer.")
+  if workdir is not None:
+    check_workdir(workdir)
+
+
+def _validate_sharding(config) -> tuple[int, ...]:
+  if "sharding" not in config:
+    return (jax.device_count(), 1, 1)
+  try:
+    shape = sharding.resolve_mesh_shape(config.sharding.mesh,
+                                        jax.device_count())
+  except ValueError as e:
+    raise ConfigError("sharding.mesh", list(config.sharding.mesh), str(e))
+  try:
+    sharding.get_rules(config.sharding.rules,
+                       config.sharding.get("rule_overrides", ()))
+  except ValueError as e:
+    raise ConfigError("sharding.rules", config.sharding.rules, str(e))
+  return shape
+
+
+def _validate_data(config, mesh_shape: tuple[int, ...]) -> None:
+  from nextflow_jax.data import sources  # pylint: disable=g-import-not-at-top
+  data = config.data
+  dp = mesh_shape[0] * mesh_shape[1]
+  bs = data.global_batch_size
+  if bs < 1 or bs % dp or bs % jax.process_count():
+    raise ConfigError(
+        "data.global_batch_size", bs,
+        f"must be a positive multiple of the data-parallel size {dp} "
+        f"(mesh data x fsdp) and of the process count {jax.process_count()}.")
+  if not data.sources:
+    raise ConfigError("data.sources", data.sources, "give at least one source.")
+  for spec in data.sources:
+    try:
+      sources.parse_source_spec(spec)
+    except ValueError as e:
+      raise ConfigError("data.sources", spec, str(e))
+  weights = data.get("weights", ())
+  if weights and (len(weights) != len(data.sources) or
+                  any(w <= 0 for w in weights)):
+    raise ConfigError("data.weights", weights, f"give one positive weight per "
+                      f"source ({len(data.sources)}), or none for equal.")
+  if data.image_size < 8:
+    raise ConfigError("data.image_size", data.image_size,
+                      "must be an int >= 8 (pixels per side).")
+
+
+def _validate_tokenizer(config) -> None:
+  tok = config.tokenizer
+  if tok.downsample not in (8, 16):
+    raise ConfigError("tokenizer.downsample", tok.downsample, "must be 8 or 16.")
+  image_size = config.data.image_size if "data" in config else None
+  if image_size is not None and image_size % tok.downsample:
+    raise ConfigError(
+        "data.image_size", image_size,
+        f"must be a multiple of tokenizer.downsample={tok.downsample} "
+        f"(e.g. {tok.downsample * max(1, image_size // tok.downsample)}).")
+  try:
+    schedule = scales.parse_schedule(tok.scales)
+    scales.validate_schedule(schedule, image_size=image_size,
+                             downsample=tok.downsample, name="tokenizer.scales")
+  except ValueError as e:
+    raise ConfigError("tokenizer.scales", tok.scales, str(e))
+
+
+def check_workdir(workdir: str) -> None:
+  """Creates `workdir` if needed and checks that it is writable."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise ConfigError("--workdir", workdir, f"cannot create or write to it "
+                      f"({e.strerror}); pass a --workdir you can write.") from e

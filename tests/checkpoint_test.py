@@ -1,0 +1,120 @@
+# Copyright 2026 The nextflow_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""Checkpoints: save on a 4-device mesh, restore on 2; iterator resume."""
+
+import flax.linen as nn
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from nextflow_jax import checkpoint
+from nextflow_jax import sharding
+
+
+class Mlp(nn.Module):
+  width: int = 16
+
+  @nn.compact
+  def __call__(self, x):
+    init = nn.with_logical_partitioning(nn.initializers.normal(1.0),
+                                        ("embed", "mlp"))
+    return nn.Dense(self.width, kernel_init=init)(x)
+
+
+def sharded_state(mesh, width=16, seed=0):
+  """(abstract target with shardings, concrete state) for an FSDP mesh."""
+  model, tx = Mlp(width), optax.adam(1e-3)
+  rules = sharding.get_rules("fsdp")
+
+  def init(rng):
+    params = model.init(rng, jnp.ones((1, 8)))["params"]
+    return {"params": params, "opt_state": tx.init(params),
+            "step": jnp.zeros((), jnp.int32)}
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    abstract = jax.eval_shape(init, jax.random.key(seed))
+    shardings = sharding.logical_shardings(abstract, mesh, rules)
+    state = jax.jit(lambda r: nn.unbox(init(r)),
+                    out_shardings=shardings)(jax.random.key(seed))
+  target = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      nn.unbox(abstract), shardings)
+  return target, state
+
+
+def data_iterator():
+  ds = grain.MapDataset.range(1000).seed(3).shuffle().map(
+      lambda i: {"x": np.full((2,), i)}).batch(4)
+  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=2)))
+
+
+def test_save_on_4_devices_restore_on_2_with_equal_values(tmp_path):
+  mesh4 = sharding.make_mesh((1, -1, 1))
+  _, state = sharded_state(mesh4)
+  assert state["params"]["Dense_0"]["kernel"].sharding.mesh.size == 4
+  it = data_iterator()
+  for _ in range(5):
+    next(it)
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  ckpt.save(5, state, data_iterator=it, config={"preset": "mu"})
+  expected_next = [next(it)["x"] for _ in range(3)]
+  ckpt.close()
+
+  mesh2 = sharding.make_mesh((1, -1, 1), jax.devices()[:2])
+  target, _ = sharded_state(mesh2, seed=1)  # Other values: must be replaced.
+  fresh = data_iterator()
+  restored, step = checkpoint.Checkpointer(str(tmp_path)).restore(
+      target, data_iterator=fresh)
+  assert step == 5
+  kernel = restored["params"]["Dense_0"]["kernel"]
+  assert kernel.sharding.mesh.size == 2
+  assert kernel.sharding.spec == jax.sharding.PartitionSpec("fsdp", None)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored),
+               jax.device_get(state))
+  for want in expected_next:
+    np.testing.assert_array_equal(next(fresh)["x"], want)
+
+
+def test_keeps_the_newest_n_and_restores_config(tmp_path):
+  _, state = sharded_state(sharding.make_mesh((-1, 1, 1)))
+  ckpt = checkpoint.Checkpointer(str(tmp_path), max_to_keep=2)
+  for step in (1, 2, 3):
+    ckpt.save(step, state, config={"step_saved": step})
+  ckpt.wait()
+  assert ckpt.all_steps() == [2, 3] and ckpt.latest_step() == 3
+  assert ckpt.restore_config(2) == {"step_saved": 2}
+  ckpt.close()
+
+
+def test_mismatched_checkpoint_names_the_differences(tmp_path):
+  mesh = sharding.make_mesh((-1, 1, 1))
+  _, state = sharded_state(mesh, width=16)
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  ckpt.save(1, state)
+  ckpt.wait()
+  other, _ = sharded_state(mesh, width=24)
+  with pytest.raises(checkpoint.CheckpointMismatchError,
+                     match=r"params/Dense_0/kernel: checkpoint \(8, 16\) vs "
+                     r"model \(8, 24\)"):
+    ckpt.restore(other)
+  ckpt.close()
+
+
+def test_restore_without_checkpoint(tmp_path):
+  target, _ = sharded_state(sharding.make_mesh((-1, 1, 1)))
+  with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    checkpoint.Checkpointer(str(tmp_path)).restore(target)
+
+
+def test_unfinished_save_is_not_a_checkpoint(tmp_path):
+  """Orbax writes into a temporary folder; only finished steps are listed."""
+  _, state = sharded_state(sharding.make_mesh((-1, 1, 1)))
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  ckpt.save(1, state)
+  ckpt.wait()
+  (tmp_path / "2.orbax-checkpoint-tmp-123").mkdir()
+  assert checkpoint.Checkpointer(str(tmp_path)).all_steps() == [1]
+  ckpt.close()

@@ -1,0 +1,92 @@
+# Copyright 2026 The nextflow_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""Config presets load and validate; every bad value fails with its message."""
+
+import importlib.util
+import os
+
+import pytest
+
+from nextflow_jax import config_lib
+from nextflow_jax import trainers
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
+CONFIG_FILES = sorted(f for f in os.listdir(CONFIG_DIR) if f.endswith(".py"))
+
+
+def load(name):
+  spec = importlib.util.spec_from_file_location(
+      name[:-3], os.path.join(CONFIG_DIR, name))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize("name,preset", [
+    (f, p) for f in CONFIG_FILES for p in load(f).PRESETS])
+def test_every_preset_loads_and_validates(name, preset, tmp_path):
+  config = load(name).get_config(preset)
+  config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+
+
+def data_config(arg="mu"):
+  return load("data.py").get_config(arg)
+
+
+def test_arg_overrides_are_coerced_to_the_existing_type():
+  c = data_config("mu,data.global_batch_size=16,data.sources=shapes/32px;"
+                  "twemoji/32px,data.weights=1;3,text.model_type=unigram")
+  assert c.data.global_batch_size == 16
+  assert c.data.sources == ("shapes/32px", "twemoji/32px")
+  assert c.data.weights == (1.0, 3.0)
+  assert c.text.model_type == "unigram"
+
+
+@pytest.mark.parametrize("arg,match", [
+    ("huge", r"config.preset='huge' is invalid: choose one of \['cpu', 'mu'\]"),
+    ("mu,data.nope=3", r"config.data.nope='3' is invalid: no such key"),
+    ("mu,nosection.x=3", r"'nosection' is not a section"),
+    ("mu,data.global_batch_size=eight", r"expected a int"),
+    ("mu,junk", r"overrides are 'dotted.key=value' items"),
+])
+def test_bad_args(arg, match):
+  with pytest.raises(config_lib.ConfigError, match=match):
+    data_config(arg)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("data.global_batch_size", 6,
+     r"config.data.global_batch_size=6 .* multiple of the data-parallel size 4"),
+    ("data.global_batch_size", 0, r"positive multiple"),
+    ("tokenizer.scales", "1,4,2", r"not increasing at step 2 \(4x4 -> 2x2\)"),
+    ("tokenizer.scales", "1,2,3", r"ends at 3x3 but image_size=32 with "
+     r"downsample=8 needs a final grid of 4x4"),
+    ("tokenizer.scales", "1,2,x", r"'x' in schedule"),
+    ("data.image_size", 36, r"config.data.image_size=36 .* multiple of "
+     r"tokenizer.downsample=8"),
+    ("tokenizer.downsample", 4, r"must be 8 or 16"),
+    ("data.sources", ("shapes/99px",), r"unknown dataset 'shapes/99px'; "
+     r"shapes has configs \['32px', '64px'\]"),
+    ("data.sources", ("imagenet",), r"unknown dataset 'imagenet'; use an "
+     r"embedded dataset"),
+    ("data.sources", ("tfds:",), r"give a TFDS name"),
+    ("data.weights", (1.0,), r"one positive weight per source \(2\)"),
+    ("sharding.mesh", (-1, -1, 1), r"more than one -1"),
+    ("sharding.mesh", (3, 1, 1), r"covers 3 devices but 4 are available"),
+    ("sharding.rules", "zero3", r"not a rule set; choose one of"),
+    ("trainer", "pretrain_everything", r"choose one of \['prepare_data'\]"),
+])
+def test_each_bad_value_fails_with_its_message(key, value, match, tmp_path):
+  config = data_config()
+  section, _, leaf = key.rpartition(".")
+  (config[section] if section else config)[leaf] = value
+  with pytest.raises(config_lib.ConfigError, match=match):
+    config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+
+
+def test_workdir_that_cannot_be_created(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("x")
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"--workdir=.* cannot create or write to it"):
+    config_lib.validate(data_config(), str(blocker / "run"), trainers.TRAINERS)

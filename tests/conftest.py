@@ -1,0 +1,40 @@
+# Copyright 2026 The nextflow_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""Test set-up: 4 fake CPU devices (before JAX is imported), a persistent
+compilation cache, parsed absl flags (Grain workers read them), and the
+embedded datasets prepared once per session at 32 px."""
+
+import os
+
+os.environ["JAX_PLATFORMS"] = "cpu"
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=4")
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(os.path.dirname(os.path.dirname(__file__)), ".jax_cache"))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
+import jax
+import pytest
+
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_configure(config):
+  del config
+  flags.FLAGS.mark_as_parsed()  # google/grain#1355: workers read absl flags.
+  assert jax.device_count() == 4, "conftest must run before JAX is imported"
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory):
+  """A TFDS data dir with shapes/32px and twemoji/32px prepared."""
+  import tensorflow_datasets as tfds
+  from nextflow_jax.data import sources
+  tfds.disable_progress_bar()
+  path = str(tmp_path_factory.mktemp("tfds"))
+  for spec in ("shapes/32px", "twemoji/32px"):
+    sources.prepare_embedded(spec, path)
+  return path
