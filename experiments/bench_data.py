@@ -27,7 +27,7 @@ from nextflow_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 from nextflow_jax.data import sources
 from nextflow_jax.data import transforms
 from nextflow_jax.text import tokenizer as text_tokenizer
-from nextflow_jax.trainers import prepare_data
+from nextflow_jax.trainers import common as trainer_common
 
 _SIZE = flags.DEFINE_integer("image_size", 64, "32 or 64.")
 _BATCHES = flags.DEFINE_integer("batches", 60, "Batches per measurement.")
@@ -61,7 +61,7 @@ def main(argv):
       opened.append(sources.open_source(spec, "train", data_dir, prepare=False))
       result["records"][spec] = len(opened[-1])
     t0 = time.perf_counter()
-    texts = [t for s in opened for t in prepare_data.iter_texts(s)]
+    texts = [t for s in opened for t in trainer_common.iter_texts(s)]
     tok_path = os.path.join(data_dir, "text.model")
     text_tokenizer.train_sentencepiece(texts, tok_path, 1024)
     result["text_tokenizer_sec"] = round(time.perf_counter() - t0, 2)

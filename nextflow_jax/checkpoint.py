@@ -103,6 +103,23 @@ class Checkpointer:
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     return restored["state"], step
 
+  def restore_raw(self, step: int | None = None) -> Any:
+    """The saved state as host numpy arrays, with no target.
+
+    For partial loads into another model (`init_from`): the caller copies
+    what matches.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}.")
+    metadata = self._manager.item_metadata(step)["state"]
+    target = jax.tree.map(
+        lambda m: np.empty(m.shape, m.dtype) if hasattr(m, "shape") else m,
+        metadata)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target)))
+    return restored["state"]
+
   def restore_config(self, step: int | None = None) -> dict:
     """The config saved with a step, as a dict."""
     step = self.latest_step() if step is None else step

@@ -124,6 +124,21 @@ def validate(config: ml_collections.ConfigDict, workdir: str | None,
     _validate_data(config, mesh_shape)
   if "tokenizer" in config:
     _validate_tokenizer(config)
+  if "tokenizer_workdir" in config:
+    path = os.path.join(config.tokenizer_workdir, "checkpoints")
+    if not config.tokenizer_workdir or not os.path.isdir(path):
+      raise ConfigError("tokenizer_workdir", config.tokenizer_workdir,
+                        "give the --workdir of a trained tokenizer (it must "
+                        "hold checkpoints/).")
+  if "extract" in config:
+    ext = config.extract
+    if not 0.0 <= ext.rate <= 1.0:
+      raise ConfigError("extract.rate", ext.rate, "must be in [0, 1].")
+    if ext.top_k < 2:
+      raise ConfigError("extract.top_k", ext.top_k, "must be >= 2.")
+    if ext.residual_from not in ("inputs", "targets"):
+      raise ConfigError("extract.residual_from", ext.residual_from,
+                        "choose 'inputs' or 'targets'.")
   if "train" in config:
     for key in ("num_steps", "log_every_steps", "ckpt_every_steps",
                 "keep_checkpoints"):
@@ -172,27 +187,54 @@ def _validate_data(config, mesh_shape: tuple[int, ...]) -> None:
                   any(w <= 0 for w in weights)):
     raise ConfigError("data.weights", weights, f"give one positive weight per "
                       f"source ({len(data.sources)}), or none for equal.")
-  if data.image_size < 8:
+  if "image_size" in data and data.image_size < 8:
     raise ConfigError("data.image_size", data.image_size,
                       "must be an int >= 8 (pixels per side).")
 
 
 def _validate_tokenizer(config) -> None:
+  """The image tokenizer section: downsampling, schedule, codebook, stage."""
   tok = config.tokenizer
-  if tok.downsample not in (8, 16):
-    raise ConfigError("tokenizer.downsample", tok.downsample, "must be 8 or 16.")
+  if "channel_mults" in tok:  # A tokenizer that is trained here.
+    key, downsample = "tokenizer.channel_mults", 2 ** (len(tok.channel_mults)
+                                                       - 1)
+  else:  # Only described (e.g. to count tokens per image).
+    key, downsample = "tokenizer.downsample", tok.downsample
+  if downsample not in (8, 16):
+    raise ConfigError(key, tok[key.split(".")[1]],
+                      "must give a downsampling factor of 8 or 16 (4 or 5 "
+                      "channel_mults).")
   image_size = config.data.image_size if "data" in config else None
-  if image_size is not None and image_size % tok.downsample:
+  if image_size is not None and image_size % downsample:
     raise ConfigError(
         "data.image_size", image_size,
-        f"must be a multiple of tokenizer.downsample={tok.downsample} "
-        f"(e.g. {tok.downsample * max(1, image_size // tok.downsample)}).")
+        f"must be a multiple of the tokenizer's downsampling {downsample} "
+        f"(e.g. {downsample * max(1, image_size // downsample)}).")
   try:
     schedule = scales.parse_schedule(tok.scales)
     scales.validate_schedule(schedule, image_size=image_size,
-                             downsample=tok.downsample, name="tokenizer.scales")
+                             downsample=downsample, name="tokenizer.scales")
   except ValueError as e:
     raise ConfigError("tokenizer.scales", tok.scales, str(e))
+  if "codebook_size" in tok and tok.codebook_size < 2:
+    raise ConfigError("tokenizer.codebook_size", tok.codebook_size,
+                      "must be >= 2.")
+  if "stage" in config and config.stage not in ("pixel", "joint", "decoder"):
+    raise ConfigError("stage", config.stage,
+                      "choose one of ['decoder', 'joint', 'pixel'].")
+  if "semantic" in config and tok.get("use_semantic"):
+    sem = config.semantic
+    if sem.objective not in ("contrastive", "teacher"):
+      raise ConfigError("semantic.objective", sem.objective,
+                        "choose 'contrastive' or 'teacher'.")
+    if sem.objective == "teacher" and (
+        sem.teacher_width != tok.semantic_out_dim):
+      raise ConfigError("tokenizer.semantic_out_dim", tok.semantic_out_dim,
+                        f"must equal semantic.teacher_width="
+                        f"{sem.teacher_width} to regress teacher features.")
+    if sem.objective == "teacher" and not sem.teacher_checkpoint:
+      raise ConfigError("semantic.teacher_checkpoint", "",
+                        "give the folder of the teacher's Orbax params.")
 
 
 def check_workdir(workdir: str) -> None:

@@ -36,6 +36,14 @@ _MULTIHOST = flags.DEFINE_bool(
     "Call jax.distributed.initialize() (TPU pods, multi-node GPU).")
 
 
+class _QuietLibraries(py_logging.Filter):
+  """Drops INFO records of Orbax and Grain (every save logs dozens)."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return record.levelno >= py_logging.WARNING or not any(
+        f"/{lib}/" in record.pathname for lib in ("orbax", "grain"))
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -48,6 +56,8 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(f"Invalid config: {e}")
   handler = py_logging.FileHandler(os.path.join(workdir, "log.txt"))
   handler.setFormatter(py_logging.Formatter("%(asctime)s %(message)s"))
+  handler.addFilter(_QuietLibraries())
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   logging.get_absl_logger().addHandler(handler)
   logging.info("process %d/%d, %d devices (%s)", jax.process_index(),
                jax.process_count(), jax.device_count(),

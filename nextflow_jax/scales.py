@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 Schedule = tuple[tuple[int, int], ...]
 
 # Aspect-ratio name (h:w as printed in the paper) -> 18-step schedule.
@@ -161,3 +163,26 @@ def validate_schedule(schedule: Schedule, *, image_size: int | None = None,
 
 def _fmt(schedule: Schedule) -> str:
   return ",".join(f"{h}x{w}" for h, w in schedule)
+
+
+def format_schedule(schedule: Schedule) -> str:
+  """((1, 1), (2, 3)) -> "1x1,2x3" (what `parse_schedule` reads)."""
+  return _fmt(schedule)
+
+
+def flatten_codes(indices: Sequence[np.ndarray]) -> np.ndarray:
+  """Per-scale [(B, h_k, w_k)] -> (B, token_count) in scale, row-major order."""
+  return np.concatenate([np.reshape(i, (i.shape[0], -1)) for i in indices], 1)
+
+
+def split_codes(flat: np.ndarray, schedule: Schedule) -> list[np.ndarray]:
+  """Inverse of `flatten_codes`: (..., token_count) -> [(..., h_k, w_k)]."""
+  if flat.shape[-1] != token_count(schedule):
+    raise ValueError(f"{flat.shape[-1]} codes do not fit schedule "
+                     f"{_fmt(schedule)} ({token_count(schedule)} tokens).")
+  out, offset = [], 0
+  for h, w in schedule:
+    out.append(flat[..., offset:offset + h * w].reshape(
+        *flat.shape[:-1], h, w))
+    offset += h * w
+  return out

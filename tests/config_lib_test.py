@@ -26,6 +26,9 @@ def load(name):
     (f, p) for f in CONFIG_FILES for p in load(f).PRESETS])
 def test_every_preset_loads_and_validates(name, preset, tmp_path):
   config = load(name).get_config(preset)
+  if "tokenizer_workdir" in config:  # Needs a trained tokenizer's workdir.
+    (tmp_path / "tok" / "checkpoints").mkdir(parents=True)
+    config.tokenizer_workdir = str(tmp_path / "tok")
   config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
 
 
@@ -63,8 +66,8 @@ def test_bad_args(arg, match):
      r"downsample=8 needs a final grid of 4x4"),
     ("tokenizer.scales", "1,2,x", r"'x' in schedule"),
     ("data.image_size", 36, r"config.data.image_size=36 .* multiple of "
-     r"tokenizer.downsample=8"),
-    ("tokenizer.downsample", 4, r"must be 8 or 16"),
+     r"the tokenizer's downsampling 8"),
+    ("tokenizer.downsample", 4, r"downsampling factor of 8 or 16"),
     ("data.sources", ("shapes/99px",), r"unknown dataset 'shapes/99px'; "
      r"shapes has configs \['32px', '64px'\]"),
     ("data.sources", ("imagenet",), r"unknown dataset 'imagenet'; use an "
@@ -74,7 +77,8 @@ def test_bad_args(arg, match):
     ("sharding.mesh", (-1, -1, 1), r"more than one -1"),
     ("sharding.mesh", (3, 1, 1), r"covers 3 devices but 4 are available"),
     ("sharding.rules", "zero3", r"not a rule set; choose one of"),
-    ("trainer", "pretrain_everything", r"choose one of \['prepare_data'\]"),
+    ("trainer", "pretrain_everything",
+     r"choose one of \['extract', 'prepare_data', 'tokenizer'\]"),
 ])
 def test_each_bad_value_fails_with_its_message(key, value, match, tmp_path):
   config = data_config()
@@ -90,3 +94,34 @@ def test_workdir_that_cannot_be_created(tmp_path):
   with pytest.raises(config_lib.ConfigError,
                      match=r"--workdir=.* cannot create or write to it"):
     config_lib.validate(data_config(), str(blocker / "run"), trainers.TRAINERS)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("tokenizer.channel_mults", (1, 2, 4), r"downsampling factor of 8 or 16"),
+    ("tokenizer.scales", "1,2,3", r"needs a final grid of 4x4"),
+    ("tokenizer.codebook_size", 1, r"must be >= 2"),
+    ("stage", "warmup", r"choose one of \['decoder', 'joint', 'pixel'\]"),
+    ("semantic.objective", "siglip", r"choose 'contrastive' or 'teacher'"),
+    ("semantic.objective", "teacher", r"give the folder of the teacher"),
+])
+def test_tokenizer_config_errors(key, value, match, tmp_path):
+  config = load("tokenizer.py").get_config("mu")
+  section, _, leaf = key.rpartition(".")
+  (config[section] if section else config)[leaf] = value
+  with pytest.raises(config_lib.ConfigError, match=match):
+    config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("tokenizer_workdir", "", r"give the --workdir of a trained tokenizer"),
+    ("extract.rate", 1.5, r"must be in \[0, 1\]"),
+    ("extract.top_k", 1, r"must be >= 2"),
+])
+def test_extract_config_errors(key, value, match, tmp_path):
+  config = load("extract.py").get_config("mu")
+  (tmp_path / "tok" / "checkpoints").mkdir(parents=True)
+  config.tokenizer_workdir = str(tmp_path / "tok")
+  section, _, leaf = key.rpartition(".")
+  (config[section] if section else config)[leaf] = value
+  with pytest.raises(config_lib.ConfigError, match=match):
+    config_lib.validate(config, str(tmp_path), trainers.TRAINERS)

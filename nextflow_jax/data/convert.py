@@ -29,12 +29,9 @@ from collections.abc import Sequence
 import io
 import json
 import os
-import shutil
-import tempfile
 
 from absl import app
 from absl import flags
-from array_record.python import array_record_module
 from PIL import Image
 
 from nextflow_jax.data import records
@@ -139,36 +136,18 @@ def convert_image_folder(input_dir: str, output_dir: str, *,
   Returns:
     The manifest dict.
   """
-  if num_shards < 1:
-    raise ValueError(f"num_shards={num_shards} must be >= 1.")
   if os.path.exists(output_dir):
     raise ValueError(f"output_dir {output_dir!r} already exists; choose a new "
                      "folder or delete it.")
   pairs = read_captions(input_dir)
-  parent = os.path.dirname(os.path.abspath(output_dir))
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".incomplete-", dir=parent)
-  try:
-    names = [f"data.array_record-{i:05d}-of-{num_shards:05d}"
-             for i in range(num_shards)]
-    writers = [array_record_module.ArrayRecordWriter(
-        os.path.join(tmp, n), "group_size:1") for n in names]
-    for i, (path, caption) in enumerate(pairs):
+  with records.ShardedWriter(output_dir, num_shards=num_shards,
+                             source=os.path.abspath(input_dir),
+                             image_size=image_size) as writer:
+    for path, caption in pairs:
       buf = io.BytesIO()
       load_rgb(path, image_size).save(buf, format="PNG")
-      writers[i % num_shards].write(records.encode({
-          "image": buf.getvalue(), "caption": caption,
-          "file": os.path.relpath(path, input_dir)}))
-    for w in writers:
-      w.close()
-    records.write_manifest(tmp, names, len(pairs),
-                           ["image", "caption", "file"],
-                           source=os.path.abspath(input_dir),
-                           image_size=image_size)
-    os.rename(tmp, output_dir)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+      writer.write({"image": buf.getvalue(), "caption": caption,
+                    "file": os.path.relpath(path, input_dir)})
   return records.read_manifest(output_dir)
 
 

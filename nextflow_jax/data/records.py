@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from typing import Any
 
+from array_record.python import array_record_module
 import msgpack
 import numpy as np
 
@@ -91,3 +94,63 @@ def read_manifest(folder: str) -> dict[str, Any]:
     raise ValueError(f"{path} has format {manifest.get('format')!r}, "
                      f"expected {FORMAT!r}.")
   return manifest
+
+
+class ShardedWriter:
+  """Writes records round-robin into shards of a new folder, atomically.
+
+  Records go into a hidden temporary folder next to `folder`; `close()`
+  writes the manifest and renames it to `folder`. On an exception inside
+  the `with` block the temporary folder is deleted, so a failed or
+  interrupted write never leaves a folder that looks finished.
+
+    with ShardedWriter(out, num_shards=4, prefix="codes") as w:
+      w.write({"caption": "...", "image.targets": codes})
+  """
+
+  def __init__(self, folder: str, *, num_shards: int = 1,
+               prefix: str = "data", **manifest_extra: Any):
+    if num_shards < 1:
+      raise ValueError(f"num_shards={num_shards} must be >= 1.")
+    if os.path.exists(folder):
+      raise ValueError(f"output folder {folder!r} already exists; choose a "
+                       "new folder or delete it.")
+    self.folder = folder
+    parent = os.path.dirname(os.path.abspath(folder))
+    os.makedirs(parent, exist_ok=True)
+    self._tmp = tempfile.mkdtemp(prefix=".incomplete-", dir=parent)
+    self._names = [f"{prefix}.array_record-{i:05d}-of-{num_shards:05d}"
+                   for i in range(num_shards)]
+    self._writers = [array_record_module.ArrayRecordWriter(
+        os.path.join(self._tmp, n), "group_size:1") for n in self._names]
+    self._keys: set[str] = set()
+    self._count = 0
+    self._extra = manifest_extra
+
+  def write(self, record: dict[str, Any]) -> None:
+    self._writers[self._count % len(self._writers)].write(encode(record))
+    self._keys.update(record)
+    self._count += 1
+
+  def close(self) -> dict[str, Any]:
+    """Finishes the folder; returns its manifest."""
+    for w in self._writers:
+      w.close()
+    write_manifest(self._tmp, self._names, self._count, sorted(self._keys),
+                   **self._extra)
+    os.rename(self._tmp, self.folder)
+    return read_manifest(self.folder)
+
+  def abort(self) -> None:
+    for w in self._writers:
+      w.close()
+    shutil.rmtree(self._tmp, ignore_errors=True)
+
+  def __enter__(self) -> "ShardedWriter":
+    return self
+
+  def __exit__(self, exc_type, exc, tb) -> None:
+    if exc_type is None:
+      self.close()
+    else:
+      self.abort()

@@ -13,6 +13,8 @@ from types import ModuleType
 
 TRAINERS = {
     "prepare_data": "nextflow_jax.trainers.prepare_data",
+    "tokenizer": "nextflow_jax.trainers.tokenizer",
+    "extract": "nextflow_jax.trainers.extract",
 }
 
 

@@ -21,96 +21,47 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Iterator
+from typing import Any
 
 from absl import logging
 import jax
 import ml_collections
 import numpy as np
-import tensorflow_datasets as tfds
 
 from nextflow_jax import metrics
 from nextflow_jax import scales
 from nextflow_jax import sharding
-from nextflow_jax.data import pipeline
-from nextflow_jax.data import sources as sources_lib
-from nextflow_jax.data import transforms as transforms_lib
-from nextflow_jax.text import tokenizer as text_tokenizer
+from nextflow_jax.trainers import common
 
-TEXT_TOKENIZER_FILE = "text_tokenizer.model"
 REPORT_FILE = "data_report.json"
-# Fields whose text trains the text tokenizer (str or list of str).
-TEXT_FIELDS = ("caption", "questions", "answers", "edit_instruction",
-               "motion_caption", "text")
-
-
-def resolve_data_dir(data_dir: str) -> str:
-  """"" -> TFDS's default data dir ($TFDS_DATA_DIR or ~/tensorflow_datasets)."""
-  return os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR)
-
-
-def iter_texts(source: sources_lib.Source) -> Iterator[str]:
-  """Every text string of every record of a source."""
-  for i in range(len(source)):
-    example = source[i]
-    for field in TEXT_FIELDS:
-      value = example.get(field)
-      if isinstance(value, str):
-        yield value
-      elif isinstance(value, (list, tuple)):
-        yield from (v for v in value if isinstance(v, str))
-
-
-def transform_spec(data: ml_collections.ConfigDict) -> str:
-  """`data.transforms` with `{field}` placeholders filled from `data`."""
-  return data.transforms.format(**data.to_dict())
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs the job; returns the report that is also written to the workdir."""
-  tfds.disable_progress_bar()
   data = config.data
-  data_dir = resolve_data_dir(data.data_dir)
-  report: dict[str, Any] = {"data_dir": data_dir, "sources": {}}
+  report: dict[str, Any] = {"data_dir": common.resolve_data_dir(data.data_dir),
+                            "sources": {}}
 
-  # 1. Datasets.
-  opened = []
-  for spec in data.sources:
-    t0 = time.perf_counter()
-    source = sources_lib.open_source(spec, data.split, data_dir)
-    seconds = time.perf_counter() - t0
-    opened.append(source)
-    report["sources"][spec] = {"records": len(source),
-                               "open_or_build_sec": round(seconds, 2)}
-    logging.info("source %s: %d records (%.1f s)", spec, len(source), seconds)
+  # 1. Datasets (built on first use).
+  t0 = time.perf_counter()
+  opened = common.open_sources(data, data.split)
+  report["open_or_build_sec"] = round(time.perf_counter() - t0, 2)
+  for spec, source in zip(data.sources, opened):
+    report["sources"][spec] = {"records": len(source)}
+    logging.info("source %s: %d records", spec, len(source))
 
   # 2. Text tokenizer.
-  tok_path = os.path.join(workdir, TEXT_TOKENIZER_FILE)
-  if os.path.exists(tok_path):
-    tokenizer = text_tokenizer.TextTokenizer.load(tok_path)
-    logging.info("reusing text tokenizer %s", tok_path)
-  else:
-    t0 = time.perf_counter()
-    texts = [t for s in opened for t in iter_texts(s)]
-    tokenizer = text_tokenizer.train_sentencepiece(
-        texts, tok_path, config.text.vocab_size,
-        model_type=config.text.model_type)
+  t0 = time.perf_counter()
+  tokenizer, trained = common.ensure_text_tokenizer(workdir, opened,
+                                                    config.text)
+  if trained:
     report["text_tokenizer_train_sec"] = round(time.perf_counter() - t0, 2)
-    report["text_tokenizer_sentences"] = len(texts)
-  report["text_tokenizer"] = {"path": tok_path,
+  report["text_tokenizer"] = {"path": tokenizer.source,
                               "vocab_size": tokenizer.vocab_size}
 
   # 3. Pipeline throughput onto the mesh.
   mesh = sharding.make_mesh(config.sharding.mesh)
-  transforms = transforms_lib.parse(transform_spec(data),
-                                    context={"text_tokenizer": tok_path})
-  dataset = pipeline.make_dataset(
-      opened, batch_size=data.global_batch_size // jax.process_count(),
-      transforms=transforms, weights=data.weights or None, seed=config.seed,
-      shard_index=jax.process_index(), shard_count=jax.process_count())
-  iterator = pipeline.make_iterator(dataset, num_threads=data.num_threads,
-                                    prefetch=data.prefetch,
-                                    num_workers=data.num_workers)
+  iterator = common.make_iterator(config, opened, tokenizer.source)
   first = next(iterator)
   lengths = [first["tokens_mask"].sum(-1)] if "tokens_mask" in first else []
   t0 = time.perf_counter()
@@ -126,8 +77,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                         "global_batch_size": data.global_batch_size,
                         "images_per_sec": round(images_per_sec, 1),
                         "mesh": dict(mesh.shape)}
-  if hasattr(iterator, "close"):
-    iterator.close()
+  iterator.close()
 
   # 4. Report: token budget per example and previews.
   schedule = scales.parse_schedule(config.tokenizer.scales)

@@ -1,0 +1,67 @@
+# Copyright 2026 The nextflow_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+r"""Extracts per-scale codes of a dataset with a trained tokenizer.
+
+Writes `workdir/codes/<split>/` ArrayRecord shards with, per image, the
+top-1 `targets` and the self-corrected `inputs` of every scale (the paper's
+offline pre-tokenization); the pretraining pipeline reads them.
+
+  python -m nextflow_jax.main --config=configs/extract.py:cpu \
+      --workdir=runs/codes --config.tokenizer_workdir=runs/tok
+
+The image size comes from the tokenizer's saved config; `data.sources`
+should be the data the tokenizer was trained for.
+"""
+
+import ml_collections
+
+from nextflow_jax import config_lib
+
+
+def _base() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.trainer = "extract"
+  c.seed = 0
+  c.tokenizer_workdir = ""  # required: a workdir of configs/tokenizer.py
+
+  c.data = ml_collections.ConfigDict()
+  c.data.sources = ("shapes/64px", "twemoji/64px")
+  c.data.data_dir = ""
+  c.data.splits = ("train", "test")
+  c.data.global_batch_size = 64  # images encoded per step
+
+  c.extract = ml_collections.ConfigDict()
+  c.extract.rate = 0.6  # paper: 60% of each scale's cells
+  c.extract.top_k = 8  # not given by the paper
+  c.extract.temperature = 1.0
+  c.extract.residual_from = "inputs"  # or "targets"
+  c.extract.image_fields = ("image", "edited_image", "frames")
+  c.extract.num_shards = 4
+  c.extract.output_dir = ""  # "" = workdir/codes
+
+  c.sharding = ml_collections.ConfigDict()
+  c.sharding.mesh = (-1, 1, 1)
+  c.sharding.rules = "dp"
+  c.sharding.rule_overrides = ()
+  return c
+
+
+def _mu(c):
+  c.data.sources = ("shapes/32px", "twemoji/32px")
+  c.data.global_batch_size = 64
+  c.extract.num_shards = 2
+
+
+def _cpu(c):
+  del c  # The base is the CPU demo.
+
+
+PRESETS = {"mu": _mu, "cpu": _cpu}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  preset, overrides = config_lib.parse_arg(arg, PRESETS, default="cpu")
+  config = _base()
+  PRESETS[preset](config)
+  config_lib.apply_overrides(config, overrides)
+  return config

@@ -1,0 +1,190 @@
+# Copyright 2026 The nextflow_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""Tokenizer trainer and code extraction on the `mu` preset (32 px)."""
+
+import importlib.util
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+from nextflow_jax import config_lib
+from nextflow_jax import metrics
+from nextflow_jax import scales
+from nextflow_jax import sharding
+from nextflow_jax import trainers
+from nextflow_jax.data import sources
+from nextflow_jax.tokenizer import networks
+from nextflow_jax.trainers import extract
+from nextflow_jax.trainers import tokenizer as tokenizer_trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+def load_config(name, arg):
+  spec = importlib.util.spec_from_file_location(
+      name, os.path.join(ROOT, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def mu_config(tfds_dir, **overrides):
+  config = load_config("tokenizer", "mu")
+  config.data.data_dir = tfds_dir
+  config.train.num_steps = 10
+  config.train.log_every_steps = 1
+  config.train.ckpt_every_steps = 5
+  config.train.eval_every_steps = 10
+  config.loss.gan_start_step = 5
+  config.eval.num_batches = 1
+  for key, value in overrides.items():
+    section, _, leaf = key.rpartition(".")
+    (config[section] if section else config)[leaf] = value
+  return config
+
+
+@pytest.fixture(scope="module")
+def trained(tfds_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("tok"))
+  config = mu_config(tfds_dir)
+  config_lib.validate(config, workdir, trainers.TRAINERS)
+  report = tokenizer_trainer.run(config, workdir)
+  return workdir, config, report
+
+
+def test_short_run_lowers_the_loss_and_writes_outputs(trained):
+  workdir, _, report = trained
+  recon = [v for _, v in metrics.read_scalars(workdir)["loss/recon"]]
+  assert len(recon) == 10
+  assert np.mean(recon[-3:]) < np.mean(recon[:3])
+  scalars = metrics.read_scalars(workdir)
+  assert "loss/gan_d" in scalars and "loss/perceptual" in scalars  # GAN on
+  assert scalars["loss/gan_d"][0][0] == 6  # from gan_start_step on
+  assert report["steps"] == 10
+  ev = report["eval"]
+  assert set(ev) >= {"psnr", "ssim", "codebook_usage", "perplexity",
+                     "psnr_scale_1", "psnr_scale_3"}
+  assert 0 < ev["codebook_usage"] <= 1 and ev["num_images"] == 8
+  assert os.path.getsize(os.path.join(workdir, "samples_10.png")) > 0
+
+
+def test_resume_continues_from_the_checkpoint(trained, tfds_dir):
+  workdir, _, _ = trained
+  report = tokenizer_trainer.run(mu_config(tfds_dir, **{
+      "train.num_steps": 12}), workdir)
+  assert report["steps"] == 12
+  steps = [s for s, _ in metrics.read_scalars(workdir)["loss/recon"]]
+  assert steps.count(11) == 1 and steps.count(12) == 1 and 10 in steps
+
+
+def test_extraction_matches_the_tokenizer(trained, tfds_dir, tmp_path):
+  tok_workdir, _, _ = trained
+  config = load_config("extract", "mu")
+  config.tokenizer_workdir = tok_workdir
+  config.data.data_dir = tfds_dir
+  config.data.sources = ("shapes/32px",)
+  config.data.splits = ("test",)
+  config.data.global_batch_size = 16
+  # Targets then equal plain encoding exactly (with the default "inputs",
+  # later scales follow the resampled codes; see quantizer_test).
+  config.extract.residual_from = "targets"
+  config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+  manifests = extract.run(config, str(tmp_path))
+  test_src = sources.open_source("shapes/32px", "test", tfds_dir)
+  assert manifests["test"]["num_records"] == len(test_src)
+  assert manifests["test"]["schedule"] == "1x1,2x2,4x4"
+  codes = sources.open_source(
+      f"array_record:{tmp_path / 'codes' / 'test'}", "test", "")
+  model, params, schedule, _ = extract.load_tokenizer(
+      tok_workdir, sharding.make_mesh((-1, 1, 1)), sharding.get_rules("dp"))
+  by_id = {codes[i]["source_id"]: codes[i] for i in range(len(codes))}
+  example = test_src[3]
+  record = by_id[example["id"]]
+  image = np.asarray(example["image"], np.float32)[None] / 127.5 - 1.0
+  expected = scales.flatten_codes(jax.device_get(model.apply(
+      {"params": params}, jnp.asarray(image), schedule, method=model.encode)))
+  np.testing.assert_array_equal(record["image.targets"], expected[0])
+  assert record["image.targets"].dtype == np.int16
+  assert record["caption"] == example["caption"]
+  assert record["frames.targets"].shape == (4, 21)
+  assert record["edited_image.inputs"].shape == (21,)
+  changed = np.mean([np.mean(r["image.inputs"] != r["image.targets"])
+                     for r in by_id.values()])
+  assert changed == pytest.approx(0.6, abs=0.05)
+
+
+def test_previous_stage_is_copied_into_the_dual_codebook():
+  fresh = {"pixel_encoder": {"k": jnp.zeros((3, 3))},
+           "semantic_encoder": {"k": jnp.zeros((2,))},
+           "quantizer": {"codebook": jnp.zeros((4, 5))}}
+  previous = {"pixel_encoder": {"k": np.ones((3, 3))},
+              "quantizer": {"codebook": np.full((4, 2), 7.0)},
+              "other": {"x": np.ones(1)}}
+  merged, copied = tokenizer_trainer.merge_previous_stage(
+      fresh, previous, semantic_dim=3, use_semantic=True)
+  assert (merged["pixel_encoder"]["k"] == 1).all()
+  assert (merged["semantic_encoder"]["k"] == 0).all()
+  np.testing.assert_array_equal(merged["quantizer"]["codebook"][:, 3:], 7.0)
+  np.testing.assert_array_equal(merged["quantizer"]["codebook"][:, :3], 0.0)
+  assert len(copied) == 2
+
+
+def test_decoder_stage_trains_only_the_pixel_decoder():
+  config = load_config("tokenizer", "mu")
+  params = {"tokenizer": {"pixel_decoder": {"w": jnp.ones(3)},
+                          "pixel_encoder": {"w": jnp.ones(3)},
+                          "quantizer": {"codebook": jnp.ones((2, 2))}}}
+  tx = tokenizer_trainer.make_optimizer(config.optim, 10, params, "decoder")
+  grads = jax.tree.map(jnp.ones_like, params)
+  new, opt_state = params, tx.init(params)
+  for _ in range(2):  # The warmup schedule's first step has lr 0.
+    updates, opt_state = tx.update(grads, opt_state, new)
+    new = optax.apply_updates(new, updates)
+  assert (new["tokenizer"]["pixel_decoder"]["w"] != 1).all()
+  assert (new["tokenizer"]["pixel_encoder"]["w"] == 1).all()
+  assert (new["tokenizer"]["quantizer"]["codebook"] == 1).all()
+
+
+def test_teacher_objective_and_pixel_only_stage(tfds_dir, tmp_path):
+  teacher = networks.ViTEncoder(patch_size=8, width=32, depth=1, num_heads=2,
+                                mlp_dim=64)
+  teacher_params = nn.unbox(teacher.init(jax.random.key(0),
+                                         jnp.zeros((1, 32, 32, 3)))["params"])
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(str(tmp_path / "teacher"), teacher_params)
+  checkpointer.wait_until_finished()
+  overrides = {"train.num_steps": 2, "loss.gan_start_step": 100,
+               "eval.num_batches": 0, "semantic.objective": "teacher",
+               "semantic.teacher_checkpoint": str(tmp_path / "teacher")}
+  config = mu_config(tfds_dir, **overrides)
+  config_lib.validate(config, str(tmp_path / "run"), trainers.TRAINERS)
+  tokenizer_trainer.run(config, str(tmp_path / "run"))
+  semantic = metrics.read_scalars(str(tmp_path / "run"))["loss/semantic"]
+  assert len(semantic) == 2 and all(0 < v < 2 for _, v in semantic)
+
+  pixel = mu_config(tfds_dir, **{"train.num_steps": 2, "stage": "pixel",
+                                 "tokenizer.use_semantic": False,
+                                 "loss.gan_start_step": 100,
+                                 "eval.num_batches": 0})
+  tokenizer_trainer.run(pixel, str(tmp_path / "pixel"))
+  joint = mu_config(tfds_dir, **{"train.num_steps": 1, "eval.num_batches": 0,
+                                 "loss.gan_start_step": 100,
+                                 "init_from": str(tmp_path / "pixel")})
+  tokenizer_trainer.run(joint, str(tmp_path / "joint"))
+  scalars = metrics.read_scalars(str(tmp_path / "joint"))
+  assert "loss/semantic" in scalars and "loss/semantic" not in (
+      metrics.read_scalars(str(tmp_path / "pixel")))
+
+
+def test_bad_teacher_checkpoint(tfds_dir, tmp_path):
+  config = mu_config(tfds_dir, **{"semantic.objective": "teacher",
+                                  "semantic.teacher_checkpoint": str(
+                                      tmp_path / "nope")})
+  with pytest.raises(FileNotFoundError, match="is not a folder"):
+    tokenizer_trainer.run(config, str(tmp_path / "run"))
