@@ -42,9 +42,9 @@ def _base() -> ml_collections.ConfigDict:
   c.data.image_size = 64
   c.data.max_text_len = 32
   c.data.global_batch_size = 16
-  c.data.transforms = ("check_image|resize({image_size})|to_float|"
-                       "tokenize(max_len={max_text_len})|"
-                       "keep('image','tokens','tokens_mask')")
+  # The trainer appends tokenize(...) for the contrastive objective and
+  # keep(...) of the fields the step uses.
+  c.data.transforms = "check_image|resize({image_size})|to_float"
   c.data.num_threads = 2
   c.data.num_workers = 0
   c.data.prefetch = 4
@@ -74,7 +74,7 @@ def _base() -> ml_collections.ConfigDict:
   c.tokenizer.semantic_out_dim = 96
   c.tokenizer.pixel_weight = 1.0
   c.tokenizer.normalize = True
-  c.tokenizer.upsample_method = "bicubic"
+  c.tokenizer.upsample_method = "bicubic-pytorch"
   c.tokenizer.num_phi = 0
   c.tokenizer.beta = 0.25
   c.tokenizer.scale_drop_prob = 0.5
@@ -187,6 +187,7 @@ def _cpu(c):
 def _cpu_pixel(c):
   c.stage = "pixel"
   c.tokenizer.use_semantic = False
+  c.loss.semantic_weight = 0.0
 
 
 def _256(c):

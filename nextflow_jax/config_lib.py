@@ -130,8 +130,22 @@ def validate(config: ml_collections.ConfigDict, workdir: str | None,
       raise ConfigError("tokenizer_workdir", config.tokenizer_workdir,
                         "give the --workdir of a trained tokenizer (it must "
                         "hold checkpoints/).")
+  if "eval" in config and "batch_size" in config.eval:
+    dp = mesh_shape[0] * mesh_shape[1]
+    if config.eval.batch_size < 1 or config.eval.batch_size % dp:
+      raise ConfigError("eval.batch_size", config.eval.batch_size,
+                        f"must be a positive multiple of the data-parallel "
+                        f"size {dp}.")
+  if config.get("init_from") and not os.path.isdir(
+      os.path.join(config.init_from, "checkpoints")):
+    raise ConfigError("init_from", config.init_from,
+                      "must be the --workdir of a previous stage (it must "
+                      "hold checkpoints/).")
   if "extract" in config:
     ext = config.extract
+    if ext.temperature <= 0:
+      raise ConfigError("extract.temperature", ext.temperature,
+                        "must be > 0.")
     if not 0.0 <= ext.rate <= 1.0:
       raise ConfigError("extract.rate", ext.rate, "must be in [0, 1].")
     if ext.top_k < 2:
@@ -141,7 +155,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str | None,
                         "choose 'inputs' or 'targets'.")
   if "train" in config:
     for key in ("num_steps", "log_every_steps", "ckpt_every_steps",
-                "keep_checkpoints"):
+                "eval_every_steps", "keep_checkpoints"):
       if key in config.train and config.train[key] < 1:
         raise ConfigError(f"train.{key}", config.train[key],
                           "must be a positive integer.")
@@ -222,6 +236,20 @@ def _validate_tokenizer(config) -> None:
   if "stage" in config and config.stage not in ("pixel", "joint", "decoder"):
     raise ConfigError("stage", config.stage,
                       "choose one of ['decoder', 'joint', 'pixel'].")
+  if config.get("stage") == "pixel" and tok.get("use_semantic"):
+    raise ConfigError("tokenizer.use_semantic", True,
+                      "stage='pixel' trains the pixel branch alone: set "
+                      "tokenizer.use_semantic=False.")
+  for key in ("scale_drop_prob", "scale_drop_fraction"):
+    if key in tok and not 0.0 <= tok[key] <= 1.0:
+      raise ConfigError(f"tokenizer.{key}", tok[key], "must be in [0, 1].")
+  if "loss" in config and config.loss.get("entropy_weight", 0) > 0 and (
+      not tok.get("use_entropy_loss")):
+    raise ConfigError("loss.entropy_weight", config.loss.entropy_weight,
+                      "has no effect unless tokenizer.use_entropy_loss=True.")
+  if "codes" in config and not 0.0 <= config.codes.ema_decay < 1.0:
+    raise ConfigError("codes.ema_decay", config.codes.ema_decay,
+                      "must be in [0, 1).")
   if "semantic" in config and tok.get("use_semantic"):
     sem = config.semantic
     if sem.objective not in ("contrastive", "teacher"):

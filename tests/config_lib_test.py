@@ -103,9 +103,17 @@ def test_workdir_that_cannot_be_created(tmp_path):
     ("stage", "warmup", r"choose one of \['decoder', 'joint', 'pixel'\]"),
     ("semantic.objective", "siglip", r"choose 'contrastive' or 'teacher'"),
     ("semantic.objective", "teacher", r"give the folder of the teacher"),
+    ("tokenizer.scale_drop_prob", 1.5, r"must be in \[0, 1\]"),
+    ("loss.entropy_weight", 0.1, r"unless tokenizer.use_entropy_loss=True"),
+    ("codes.ema_decay", 1.0, r"must be in \[0, 1\)"),
+    ("eval.batch_size", 6, r"multiple of the data-parallel size 4"),
+    ("train.eval_every_steps", 0, r"must be a positive integer"),
+    ("init_from", "/nonexistent", r"must be the --workdir of a previous "
+     r"stage"),
 ])
 def test_tokenizer_config_errors(key, value, match, tmp_path):
   config = load("tokenizer.py").get_config("mu")
+  assert config.stage == "joint"
   section, _, leaf = key.rpartition(".")
   (config[section] if section else config)[leaf] = value
   with pytest.raises(config_lib.ConfigError, match=match):
@@ -116,6 +124,7 @@ def test_tokenizer_config_errors(key, value, match, tmp_path):
     ("tokenizer_workdir", "", r"give the --workdir of a trained tokenizer"),
     ("extract.rate", 1.5, r"must be in \[0, 1\]"),
     ("extract.top_k", 1, r"must be >= 2"),
+    ("extract.temperature", 0.0, r"must be > 0"),
 ])
 def test_extract_config_errors(key, value, match, tmp_path):
   config = load("extract.py").get_config("mu")
@@ -124,4 +133,11 @@ def test_extract_config_errors(key, value, match, tmp_path):
   section, _, leaf = key.rpartition(".")
   (config[section] if section else config)[leaf] = value
   with pytest.raises(config_lib.ConfigError, match=match):
+    config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+
+
+def test_pixel_stage_needs_the_semantic_branch_off(tmp_path):
+  config = load("tokenizer.py").get_config("mu,stage=pixel")
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"stage='pixel' trains the pixel branch alone"):
     config_lib.validate(config, str(tmp_path), trainers.TRAINERS)

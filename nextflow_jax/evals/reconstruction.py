@@ -42,6 +42,9 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
 
 def ssim(x: jax.Array, y: jax.Array) -> jax.Array:
   """Per-image SSIM of [-1, 1] images (B, H, W, C) -> (B,); H, W >= 11."""
+  if min(x.shape[1:3]) < 11:
+    raise ValueError(f"SSIM needs images of at least 11x11 (its window); got "
+                     f"{x.shape[1]}x{x.shape[2]}.")
   x, y = to_unit(x), to_unit(y)
   channels = x.shape[-1]
   window = jnp.asarray(_gaussian_window())[:, :, None, None]
@@ -50,7 +53,7 @@ def ssim(x: jax.Array, y: jax.Array) -> jax.Array:
   def blur(z):
     return jax.lax.conv_general_dilated(
         z, window, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=channels)
+        feature_group_count=channels, precision=jax.lax.Precision.HIGHEST)
 
   c1, c2 = 0.01 ** 2, 0.03 ** 2
   mx, my = blur(x), blur(y)
@@ -67,7 +70,7 @@ def make_eval_fn(model: model_lib.VisionTokenizer,
   """Jitted (params, images) -> per-image metrics and code histogram.
 
   Returns a dict with `psnr`, `ssim` (B,), `psnr_prefix` (B, K) for the
-  first 1..K scales, `code_counts` (codebook_size,) and `recon`.
+  first 1..K scales and `code_counts` (codebook_size,).
   """
 
   @jax.jit
@@ -83,8 +86,7 @@ def make_eval_fn(model: model_lib.VisionTokenizer,
     for idx in indices:
       counts = counts.at[idx.ravel()].add(1.0)
     return {"psnr": prefix_psnr[-1], "ssim": ssim(recon, images),
-            "psnr_prefix": jnp.stack(prefix_psnr, -1), "code_counts": counts,
-            "recon": recon}
+            "psnr_prefix": jnp.stack(prefix_psnr, -1), "code_counts": counts}
 
   return eval_fn
 

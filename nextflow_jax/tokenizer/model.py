@@ -78,7 +78,7 @@ class VisionTokenizer(nn.Module):
   semantic_out_dim: int = 256
   pixel_weight: float = 1.0
   normalize: bool = True
-  upsample_method: str = "bicubic"
+  upsample_method: str = "bicubic-pytorch"
   num_phi: int = 0
   beta: float = 0.25
   scale_drop_prob: float = 0.0
@@ -196,8 +196,7 @@ class VisionTokenizer(nn.Module):
     Returns:
       The quantiser's dict (`latent`, `indices`, losses, `code_counts`, ...)
       plus `recon` (B, H, W, 3), `semantic` (B, h, w, semantic_out_dim) when
-      the semantic branch is on, and `residual_inputs`: the (B*h*w, D) latent
-      rows used to restart dead codes.
+      the semantic branch is on.
     """
     self.check_inputs(images, schedule)
     latent = self.encode_latent(images)
@@ -206,8 +205,6 @@ class VisionTokenizer(nn.Module):
     if self.use_semantic:
       out["semantic"] = self.decode_semantic(out["latent"]).astype(
           jnp.float32)
-    out["residual_inputs"] = jax.lax.stop_gradient(
-        latent.reshape(-1, latent.shape[-1]))
     return out
 
   def encode(self, images: jax.Array,
@@ -224,7 +221,8 @@ class VisionTokenizer(nn.Module):
     that many steps of next-scale generation.
     """
     self.check_indices(indices, schedule)
-    latent = self.quantizer.decode(indices, tuple(schedule[-1]))
+    latent = self.quantizer.decode(indices, tuple(schedule[-1]),
+                                   num_scales=len(schedule))
     return self.decode_latent(latent).astype(jnp.float32)
 
   def encode_streams(self, images: jax.Array, schedule: Schedule,

@@ -24,17 +24,22 @@ schedule ((h_1, w_1), ..., (h_K, w_K)) that ends at the latent grid (H, W):
   returns idx_1..idx_K and F = sum_k u_k (straight-through: f + sg(F - f))
 
 Choices where the sources are silent (each a field):
-  * `upsample`: "bicubic" (VAR, TokenFlow); any `jax.image.resize` method.
+  * `upsample_method`: "bicubic-pytorch" (PyTorch's bicubic, a = -0.75, as
+    VAR and TokenFlow use); any `jax.image.resize` method.
   * `num_phi`: 0 (TokenFlow: no phi). With n > 0, VAR's partially shared
     phi_k(x) = (1 - r) x + r conv3x3(x), conv chosen by the nearest "tick".
   * Scale dropout (`scale_drop_prob`, `scale_drop_fraction`): the paper
     drops "50% of VAR scales". We read it as: with probability p a sample
     drops that fraction of its middle scales (never the first or last). A
     dropped scale contributes nothing, and its residual passes on.
-  * Losses, VAR form on the whole latent: codebook = mean((F - sg(f))^2),
-    commit = beta * mean((sg(F) - f)^2). Optional entropy term (TokenFlow
-    default weight 0).
-  * Quantisation always runs in float32.
+  * Losses, VAR form: averaged over the partial sums F_k = sum_{j<=k} u_j,
+    codebook = mean_k mean((F_k - sg(f))^2) and
+    commit = beta * mean_k mean((sg(F_k) - f)^2), so codes used at coarse
+    scales are also pulled towards f on their own. Optional entropy term
+    (TokenFlow's default weight is 0).
+  * Quantisation always runs in float32 with HIGHEST matmul precision (no
+    TF32 / bf16 passes on accelerators), so codes do not depend on the
+    hardware.
 
 Self-correction streams (section 5.3, `encode_streams`): `targets` are top-1
 indices. In `inputs`, a fraction `rate` of each scale's cells takes a code
@@ -80,7 +85,8 @@ def area_downsample(x: jax.Array, size: tuple[int, int]) -> jax.Array:
     return x
   ah = jnp.asarray(area_matrix(h, x.shape[1]))
   aw = jnp.asarray(area_matrix(w, x.shape[2]))
-  return jnp.einsum("hH,bHWd,wW->bhwd", ah, x, aw)
+  return jnp.einsum("hH,bHWd,wW->bhwd", ah, x, aw,
+                    precision=jax.lax.Precision.HIGHEST)
 
 
 def upsample(x: jax.Array, size: tuple[int, int], method: str) -> jax.Array:
@@ -119,8 +125,8 @@ def joint_distances(z: jax.Array, codebook: jax.Array,
     offset += dim
     if normalize:
       zb, eb = l2_normalize(zb), l2_normalize(eb)
-    d = (jnp.sum(zb * zb, -1, keepdims=True) - 2.0 * zb @ eb.T +
-         jnp.sum(eb * eb, -1))
+    dots = jnp.matmul(zb, eb.T, precision=jax.lax.Precision.HIGHEST)
+    d = jnp.sum(zb * zb, -1, keepdims=True) - 2.0 * dots + jnp.sum(eb * eb, -1)
     total = total + weight * jnp.maximum(d, 0.0)
   return total
 
@@ -148,7 +154,7 @@ class MultiScaleQuantizer(nn.Module):
   branch_dims: tuple[int, ...] = (32, 8)
   branch_weights: tuple[float, ...] = (1.0, 1.0)
   normalize: bool = True
-  upsample_method: str = "bicubic"
+  upsample_method: str = "bicubic-pytorch"
   num_phi: int = 0
   phi_ratio: float = 0.5
   beta: float = 0.25
@@ -173,7 +179,7 @@ class MultiScaleQuantizer(nn.Module):
           "phi", nn.with_logical_partitioning(
               nn.initializers.variance_scaling(1.0, "fan_in", "normal",
                                                in_axis=(1, 2, 3),
-                                               out_axis=4),
+                                               out_axis=4, batch_axis=0),
               (None, None, None, "conv_in", "conv_out")),
           (self.num_phi, 3, 3, self.latent_dim, self.latent_dim), jnp.float32)
 
@@ -196,9 +202,11 @@ class MultiScaleQuantizer(nn.Module):
     return joint_distances(z, self.codebook, self.branch_dims,
                            self.branch_weights, self.normalize)
 
-  def lookup(self, indices: jax.Array) -> jax.Array:
-    """(...,) int codes -> (..., D) code vectors."""
-    return jnp.take(self.code_vectors(), indices, axis=0)
+  def lookup(self, indices: jax.Array,
+             table: jax.Array | None = None) -> jax.Array:
+    """(...,) int codes -> (..., D) code vectors (of `table` if given)."""
+    table = self.code_vectors() if table is None else table
+    return jnp.take(table, indices, axis=0)
 
   # -------------------------------------------------------------- scales
 
@@ -210,13 +218,14 @@ class MultiScaleQuantizer(nn.Module):
     position = k / max(num_scales - 1, 1)
     kernel = self.phi_kernels[int(np.argmin(np.abs(ticks - position)))]
     conv = jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST)
     return (1.0 - self.phi_ratio) * x + self.phi_ratio * conv
 
   def _up(self, codes: jax.Array, size: tuple[int, int], k: int,
-          num_scales: int) -> jax.Array:
-    return self._phi(upsample(self.lookup(codes), size, self.upsample_method),
-                     k, num_scales)
+          num_scales: int, table: jax.Array) -> jax.Array:
+    return self._phi(upsample(self.lookup(codes, table), size,
+                              self.upsample_method), k, num_scales)
 
   def _check(self, f: jax.Array, schedule: Schedule) -> None:
     if f.ndim != 4 or f.shape[-1] != self.latent_dim:
@@ -240,38 +249,45 @@ class MultiScaleQuantizer(nn.Module):
       `quantized` the same without straight-through (sum of code maps),
       `indices` list of (B, h_k, w_k) int32, `codebook_loss`,
       `commit_loss`, `entropy_loss` (scalars), `code_counts` (K,) uses per
-      code in this batch, and `keep` (B, K) float scale mask.
+      code in this batch, `keep` (B, K) float scale mask, and
+      `residual_rows` (B * sum(h_k * w_k), D): the residuals that were
+      quantised, candidates for restarting dead codes.
     """
     self._check(f, schedule)
     f32 = f.astype(jnp.float32)
+    target = jax.lax.stop_gradient(f32)
     batch, size, num_scales = f.shape[0], f.shape[1:3], len(schedule)
     keep = jnp.ones((batch, num_scales), jnp.float32)
     if train and self.scale_drop_prob > 0 and num_scales > 2:
       keep = self._scale_keep_mask(batch, num_scales)
+    table = self.code_vectors()
     residual = f32
     quantized = jnp.zeros_like(f32)
-    indices, entropy = [], jnp.zeros((), jnp.float32)
+    indices, rows = [], []
+    codebook_loss = commit_loss = entropy = jnp.zeros((), jnp.float32)
     counts = jnp.zeros((self.codebook_size,), jnp.float32)
     for k, hw in enumerate(schedule):
-      r = area_downsample(residual, hw)
-      d = self.distances(jax.lax.stop_gradient(r))
+      r = jax.lax.stop_gradient(area_downsample(residual, hw))
+      d = self.distances(r)
       idx = jnp.argmin(d, axis=-1).astype(jnp.int32)
-      u = self._up(idx, size, k, num_scales) * keep[:, k, None, None, None]
+      u = self._up(idx, size, k, num_scales, table) * keep[:, k, None, None,
+                                                             None]
       quantized = quantized + u
       residual = residual - jax.lax.stop_gradient(u)
+      codebook_loss += jnp.mean((quantized - target) ** 2)
+      commit_loss += jnp.mean((jax.lax.stop_gradient(quantized) - f32) ** 2)
       indices.append(idx)
+      rows.append(r.reshape(-1, r.shape[-1]))
       weights = jnp.broadcast_to(keep[:, k, None, None], idx.shape)
       counts = counts.at[idx.ravel()].add(weights.ravel())
       if self.use_entropy_loss:
         entropy = entropy + _entropy_loss(d)
-    codebook_loss = jnp.mean((quantized - jax.lax.stop_gradient(f32)) ** 2)
-    commit_loss = self.beta * jnp.mean(
-        (jax.lax.stop_gradient(quantized) - f32) ** 2)
     latent = f32 + jax.lax.stop_gradient(quantized - f32)
     return {"latent": latent.astype(f.dtype), "quantized": quantized,
-            "indices": indices, "codebook_loss": codebook_loss,
-            "commit_loss": commit_loss, "entropy_loss": entropy / num_scales,
-            "code_counts": counts, "keep": keep}
+            "indices": indices, "codebook_loss": codebook_loss / num_scales,
+            "commit_loss": self.beta * commit_loss / num_scales,
+            "entropy_loss": entropy / num_scales, "code_counts": counts,
+            "keep": keep, "residual_rows": jnp.concatenate(rows)}
 
   def _scale_keep_mask(self, batch: int, num_scales: int) -> jax.Array:
     rng = self.make_rng("dropout")
@@ -291,15 +307,18 @@ class MultiScaleQuantizer(nn.Module):
     """(B, H, W, D) latent -> per-scale top-1 indices [(B, h_k, w_k)]."""
     return self(f, schedule)["indices"]
 
-  def decode(self, indices: Sequence[jax.Array],
-             size: tuple[int, int]) -> jax.Array:
+  def decode(self, indices: Sequence[jax.Array], size: tuple[int, int],
+             num_scales: int | None = None) -> jax.Array:
     """Per-scale indices (any prefix of a schedule) -> (B, H, W, D) latent.
 
     A prefix of the scales gives the coarse latent of that many scales (the
-    previews of next-scale generation). `size` is the full latent grid.
+    previews of next-scale generation). `size` is the full latent grid and
+    `num_scales` the length of the whole schedule (default: len(indices));
+    it places the phi convs of a prefix where the full schedule has them.
     """
-    num_scales = len(indices)
-    return sum(self._up(idx, size, k, num_scales)
+    num_scales = len(indices) if num_scales is None else num_scales
+    table = self.code_vectors()
+    return sum(self._up(idx, size, k, num_scales, table)
                for k, idx in enumerate(indices))
 
   def encode_streams(self, f: jax.Array, schedule: Schedule, rng: jax.Array,
@@ -331,6 +350,7 @@ class MultiScaleQuantizer(nn.Module):
                        "'targets'.")
     residual = f.astype(jnp.float32)
     size, num_scales = f.shape[1:3], len(schedule)
+    table = self.code_vectors()
     inputs, targets = [], []
     for k, hw in enumerate(schedule):
       rng, r_mask, r_pick = jax.random.split(rng, 3)
@@ -344,7 +364,7 @@ class MultiScaleQuantizer(nn.Module):
       mask = jax.random.bernoulli(r_mask, rate, target.shape)
       inp = jnp.where(mask, sampled, target)
       used = inp if residual_from == "inputs" else target
-      residual = residual - self._up(used, size, k, num_scales)
+      residual = residual - self._up(used, size, k, num_scales, table)
       inputs.append(inp)
       targets.append(target)
     return inputs, targets
@@ -376,31 +396,45 @@ def perplexity(counts: jax.Array) -> jax.Array:
 
 def restart_dead_codes(codebook: jax.Array, ema_counts: jax.Array,
                        candidates: jax.Array, rng: jax.Array,
-                       threshold: float) -> tuple[jax.Array, jax.Array,
-                                                  jax.Array]:
-  """Replaces rarely used codes by random latents from the batch.
+                       threshold: float,
+                       branch_dims: Sequence[int] | None = None
+                       ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Replaces rarely used codes by residuals that were just quantised.
 
-  The usual remedy for dead codes (as in k-means restarts / SoundStream):
-  every code whose EMA use count is below `threshold` is set to a randomly
-  chosen candidate latent (plus tiny noise), and its count is reset to the
-  threshold so it is not restarted again immediately.
+  The usual remedy for dead codes (k-means restarts, SoundStream): every code
+  whose EMA use count is below `threshold` becomes a distinct random
+  candidate (drawn without replacement when there are enough), rescaled per
+  branch to the mean norm of the live codes so its optimizer steps match
+  theirs. Its count is reset to the threshold so it is not restarted again
+  at once. Adam moments of a dead row are ~0 already (it got no gradient).
 
   Args:
     codebook: (K, D) codebook parameter.
-    ema_counts: (K,) running use counts.
-    candidates: (N, D) latents from the current batch (e.g. residuals).
+    ema_counts: (K,) running use frequency.
+    candidates: (N, D) residuals of the current batch (`residual_rows`).
     rng: PRNG key.
     threshold: counts below this are dead.
+    branch_dims: widths of the branches (default: one branch of D).
 
   Returns:
     (new codebook, new counts, number of restarted codes).
   """
+  num_codes, dim = codebook.shape
   dead = ema_counts < threshold
-  r_pick, r_noise = jax.random.split(rng)
-  picks = jax.random.randint(r_pick, (codebook.shape[0],), 0,
-                             candidates.shape[0])
-  fresh = candidates[picks].astype(codebook.dtype)
-  fresh = fresh + 1e-3 * jax.random.normal(r_noise, fresh.shape, fresh.dtype)
+  live = 1.0 - dead.astype(jnp.float32)
+  order = jax.random.permutation(rng, candidates.shape[0])
+  picks = order[jnp.arange(num_codes) % candidates.shape[0]]
+  fresh = candidates[picks].astype(jnp.float32)
+  parts, offset = [], 0
+  for width in (branch_dims or (dim,)):
+    old = codebook[:, offset:offset + width].astype(jnp.float32)
+    new = fresh[:, offset:offset + width]
+    live_norm = jnp.sum(jnp.linalg.norm(old, axis=-1) * live) / jnp.maximum(
+        jnp.sum(live), 1.0)
+    parts.append(new * live_norm / jnp.maximum(
+        jnp.linalg.norm(new, axis=-1, keepdims=True), 1e-6))
+    offset += width
+  fresh = jnp.concatenate(parts, -1).astype(codebook.dtype)
   new_codebook = jnp.where(dead[:, None], fresh, codebook)
   new_counts = jnp.where(dead, threshold, ema_counts)
   return new_codebook, new_counts, jnp.sum(dead)

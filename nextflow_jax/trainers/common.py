@@ -74,34 +74,38 @@ def ensure_text_tokenizer(workdir: str, opened: list[sources_lib.Source],
       texts, path, text.vocab_size, model_type=text.model_type), True
 
 
-def transform_spec(data: ml_collections.ConfigDict) -> str:
-  """`data.transforms` with `{field}` placeholders filled from `data`."""
-  return data.transforms.format(**data.to_dict())
-
-
 def make_iterator(config: ml_collections.ConfigDict,
-                  opened: list[sources_lib.Source], text_tokenizer_path: str,
-                  *, batch_size: int | None = None, shuffle: bool = True,
-                  num_epochs: int | None = None, seed_offset: int = 0):
+                  opened: list[sources_lib.Source],
+                  text_tokenizer_path: str | None, *, spec: str | None = None,
+                  batch_size: int | None = None, shuffle: bool = True,
+                  num_epochs: int | None = None, seed_offset: int = 0,
+                  weights: tuple[float, ...] | None = None):
   """The Grain iterator of `config.data` over already opened sources.
 
   Args:
     config: full config (uses `data` and `seed`).
     opened: sources from `open_sources`.
-    text_tokenizer_path: for the `tokenize` transform.
+    text_tokenizer_path: for the `tokenize` transform (None: no text).
+    spec: transform spec (default `data.transforms`); `{field}` placeholders
+      are filled from `config.data`.
     batch_size: global batch (default `data.global_batch_size`).
     shuffle: shuffle (off for evaluation and extraction).
     num_epochs: None repeats forever. A final partial batch is dropped, so
       every batch splits evenly over the mesh.
     seed_offset: added to `config.seed` (e.g. for eval pipelines).
+    weights: mixture weights (default `data.weights`; pass () for equal
+      weights, e.g. when `opened` is a subset of the configured sources).
   """
   data = config.data
   batch = batch_size or data.global_batch_size
+  context = {"text_tokenizer": text_tokenizer_path} if (
+      text_tokenizer_path) else {}
   transforms = transforms_lib.parse(
-      transform_spec(data), context={"text_tokenizer": text_tokenizer_path})
+      (spec or data.transforms).format(**data.to_dict()), context=context)
   dataset = pipeline.make_dataset(
       opened, batch_size=batch // jax.process_count(), transforms=transforms,
-      weights=tuple(data.weights) or None, seed=config.seed + seed_offset,
+      weights=tuple(data.weights if weights is None else weights) or None,
+      seed=config.seed + seed_offset,
       shuffle=shuffle, num_epochs=num_epochs,
       shard_index=jax.process_index(), shard_count=jax.process_count())
   return pipeline.make_iterator(dataset, num_threads=data.num_threads,

@@ -74,12 +74,18 @@ def load_tokenizer(workdir: str, mesh, rules):
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Extracts codes for every split; returns {split: manifest}."""
-  mesh, rules = common.mesh_and_rules(config)
+  # Extraction needs no communication between processes: each process
+  # encodes its share of the records on its own devices.
+  mesh = jax.make_mesh((jax.local_device_count(), 1, 1), sharding.MESH_AXES,
+                       axis_types=(jax.sharding.AxisType.Auto,) * 3,
+                       devices=jax.local_devices())
+  rules = sharding.get_rules(config.sharding.rules,
+                             config.sharding.get("rule_overrides", ()))
   model, params, schedule, saved = load_tokenizer(
       config.tokenizer_workdir, mesh, rules)
   size = saved.data.image_size
   ext = config.extract
-  code_dtype = np.int16 if model.codebook_size <= 32767 else np.int32
+  code_dtype = np.int16 if model.codebook_size <= 32768 else np.int32
   prepare = transforms_lib.parse(f"check_image|resize({size})|to_float")
 
   @jax.jit
@@ -90,7 +96,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                        residual_from=ext.residual_from,
                        method=model.encode_streams)
 
-  batch = config.data.global_batch_size
+  batch = config.data.global_batch_size // jax.process_count()
   out_root = ext.output_dir or os.path.join(workdir, "codes")
   suffix = f"-p{jax.process_index()}" if jax.process_count() > 1 else ""
   rng = jax.random.key(config.seed)

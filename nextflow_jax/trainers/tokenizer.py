@@ -141,13 +141,19 @@ def make_train_step(model: model_lib.VisionTokenizer,
                     teacher: tuple[networks.ViTEncoder, Any] | None,
                     schedule: quantizer_lib.Schedule, weights: LossWeights,
                     tx: optax.GradientTransformation,
-                    disc_tx: optax.GradientTransformation, *, use_gan: bool):
-  """Pure `(state, batch, rng) -> (state, metrics)`; `use_gan` is static."""
+                    disc_tx: optax.GradientTransformation, *, use_gan: bool,
+                    scale_dropout: bool = True):
+  """Pure `(state, batch, rng) -> (state, metrics)`.
+
+  `use_gan` (discriminator terms on) and `scale_dropout` (off when only the
+  decoder trains: it must see the latents of inference) are static.
+  Dead-code restarts run when `weights.restart_every_steps` > 0.
+  """
 
   def generator_loss(params, disc_params, batch, rng):
     images = batch["image"]
     out = model.apply({"params": params["tokenizer"]}, images, schedule,
-                      train=True, rngs={"dropout": rng})
+                      train=scale_dropout, rngs={"dropout": rng})
     terms = {
         "recon": losses.reconstruction_loss(out["recon"], images,
                                             weights.recon_kind),
@@ -207,8 +213,8 @@ def make_train_step(model: model_lib.VisionTokenizer,
     if weights.restart_every_steps:
       codebook = params["tokenizer"]["quantizer"]["codebook"]
       new_codebook, new_ema, restarted = quantizer_lib.restart_dead_codes(
-          codebook, code_ema, out["residual_inputs"], r_restart,
-          weights.dead_threshold)
+          codebook, code_ema, out["residual_rows"], r_restart,
+          weights.dead_threshold, model.branch_dims)
       due = (state.step + 1) % weights.restart_every_steps == 0
       params = _replace_codebook(params, jnp.where(due, new_codebook,
                                                    codebook))
@@ -222,6 +228,7 @@ def make_train_step(model: model_lib.VisionTokenizer,
             code_ema, weights.dead_threshold),
         "codes/batch_perplexity": quantizer_lib.perplexity(counts),
         "codes/restarted": num_restarted,
+        # With scale dropout on, this is lower than the eval PSNR.
         "train/psnr": jnp.mean(reconstruction.psnr(out["recon"],
                                                    batch["image"])),
     })
@@ -299,10 +306,26 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   model = model_from_config(config.tokenizer)
   objective = config.semantic.objective if config.tokenizer.use_semantic else (
       "none")
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                 max_to_keep=config.train.keep_checkpoints)
+  if config.stage == "decoder" and ckpt.latest_step() is None and (
+      not config.init_from):
+    raise ValueError("config.stage='decoder' fine-tunes the decoder of a "
+                     "trained tokenizer: set config.init_from to the workdir "
+                     "of the joint stage.")
   train_sources = common.open_sources(config.data, config.data.split)
   eval_sources = common.open_sources(config.data, config.data.eval_split)
-  text_tok, _ = common.ensure_text_tokenizer(workdir, train_sources,
-                                             config.text)
+  # Captions are only needed by the contrastive objective.
+  text_tok = None
+  keep = "'image'"
+  spec = config.data.transforms
+  if objective == "contrastive":
+    text_tok, _ = common.ensure_text_tokenizer(workdir, train_sources,
+                                               config.text)
+    spec += "|tokenize(max_len={max_text_len})"
+    keep += ",'tokens','tokens_mask'"
+  transform_spec = f"{spec}|keep({keep})"
+  tok_path = text_tok.source if text_tok else None
   size = config.data.image_size
   disc = networks.PatchDiscriminator(channels=config.disc.channels,
                                      num_layers=config.disc.num_layers,
@@ -352,9 +375,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                "tokens per image)", n_params / 1e6, model.downsample,
                config.tokenizer.scales, scales.token_count(schedule))
 
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                 max_to_keep=config.train.keep_checkpoints)
-  train_iter = common.make_iterator(config, train_sources, text_tok.source)
+  train_iter = common.make_iterator(config, train_sources, tok_path,
+                                    spec=transform_spec)
   if ckpt.latest_step() is not None:  # 1. resume this run
     state, _ = ckpt.restore(common.abstract_target(state),
                             data_iterator=train_iter)
@@ -380,13 +402,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       entropy=config.loss.entropy_weight,
       semantic=config.loss.semantic_weight, ema_decay=config.codes.ema_decay,
       dead_threshold=config.codes.dead_threshold,
-      restart_every_steps=config.codes.restart_every_steps)
+      # The decoder stage keeps the codebook of the joint stage as it is.
+      restart_every_steps=(config.codes.restart_every_steps
+                           if config.stage != "decoder" else 0))
   batch_sharding = sharding.batch_sharding(mesh)
 
   @functools.lru_cache(maxsize=2)
   def compiled_step(use_gan: bool):
     step = make_train_step(model, disc, text_encoder, teacher, schedule,
-                           weights, tx, disc_tx, use_gan=use_gan)
+                           weights, tx, disc_tx, use_gan=use_gan,
+                           scale_dropout=config.stage != "decoder")
     return jax.jit(step, in_shardings=(state_shardings, batch_sharding, None),
                    out_shardings=(state_shardings, None), donate_argnums=0)
 
@@ -420,7 +445,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       if config.eval.num_batches and (
           step % config.train.eval_every_steps == 0 or last):
         _evaluate(config, workdir, eval_fns, state.params["tokenizer"],
-                  eval_sources, text_tok.source, mesh, writer, step)
+                  eval_sources, tok_path, transform_spec, mesh, writer, step)
       if out_of_time:
         logging.info("stopping at step %d: train.max_minutes=%s reached",
                      step, config.train.max_minutes)
@@ -446,19 +471,30 @@ def _device_batch(batch: dict, mesh) -> dict:
 
 
 def _evaluate(config, workdir, eval_fns, params, eval_sources, tok_path,
-              mesh, writer, step) -> None:
-  """Held-out metrics (eval_<step>.json) and a samples_<step>.png grid."""
+              spec, mesh, writer, step) -> None:
+  """Held-out metrics per source and overall (eval_<step>.json), and a
+  samples_<step>.png grid (rows: original, then 1..K scales decoded)."""
   eval_fn, preview_fn = eval_fns
-  it = common.make_iterator(config, eval_sources, tok_path,
+  result = {}
+  for name, source in zip(config.data.sources, eval_sources):
+    it = common.make_iterator(config, [source], tok_path, spec=spec,
+                              batch_size=config.eval.batch_size,
+                              shuffle=False, num_epochs=1, weights=())
+    result[name] = reconstruction.evaluate(
+        eval_fn, params, (_device_batch(b, mesh) for b in it),
+        config.eval.num_batches)
+    it.close()
+  n = sum(r["num_images"] for r in result.values())
+  result["all"] = {k: sum(r[k] * r["num_images"] for r in result.values()) / n
+                   for k in ("psnr", "ssim")}
+  writer.write_scalars(step, {f"eval/{name}/{k}": v
+                              for name, r in result.items()
+                              for k, v in r.items()})
+  it = common.make_iterator(config, eval_sources, tok_path, spec=spec,
                             batch_size=config.eval.batch_size, shuffle=False,
                             num_epochs=1)
-  batches = (_device_batch(b, mesh) for b in it)
-  result = reconstruction.evaluate(eval_fn, params, batches,
-                                   config.eval.num_batches)
-  writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
-  first = _device_batch(next(common.make_iterator(
-      config, eval_sources, tok_path, batch_size=config.eval.batch_size,
-      shuffle=False, num_epochs=1)), mesh)
+  first = _device_batch(next(it), mesh)
+  it.close()
   images = np.asarray(first["image"])[:config.eval.num_samples]
   previews = np.asarray(preview_fn(params, first["image"]))[:len(images)]
   rows = np.concatenate([images[:, None], previews], axis=1)

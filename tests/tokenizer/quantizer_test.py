@@ -11,6 +11,7 @@ from nextflow_jax.tokenizer import quantizer as q
 
 SCHEDULE = ((1, 1), (2, 2), (3, 3), (4, 4))
 K = 64
+UP = "bicubic-pytorch"  # the quantizer's default upsampling
 
 
 def make(**kw):
@@ -77,7 +78,7 @@ def test_sum_of_upsampled_codes_is_the_returned_latent(latent):
   out = model.apply(variables, latent, SCHEDULE)
   maps = [model.apply(variables, idx, method=model.lookup)
           for idx in out["indices"]]
-  total = sum(q.upsample(m, (4, 4), "bicubic") for m in maps)
+  total = sum(q.upsample(m, (4, 4), UP) for m in maps)
   np.testing.assert_allclose(out["quantized"], total, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(out["latent"], total, rtol=1e-5, atol=1e-5)
   decoded = model.apply(variables, out["indices"], (4, 4), method=model.decode)
@@ -85,7 +86,7 @@ def test_sum_of_upsampled_codes_is_the_returned_latent(latent):
   prefix = model.apply(variables, out["indices"][:2], (4, 4),
                        method=model.decode)
   np.testing.assert_allclose(
-      prefix, sum(q.upsample(m, (4, 4), "bicubic") for m in maps[:2]),
+      prefix, sum(q.upsample(m, (4, 4), UP) for m in maps[:2]),
       rtol=1e-5, atol=1e-5)
 
 
@@ -100,7 +101,7 @@ def test_codebook_holding_the_residuals_recovers_the_latent(latent, num_phi):
   for hw in SCHEDULE:
     r = q.area_downsample(residual, hw)
     rows.append(r.reshape(-1, 9))
-    residual = residual - q.upsample(r, (4, 4), "bicubic")
+    residual = residual - q.upsample(r, (4, 4), UP)
   codebook = jnp.concatenate(rows)
   params = jax.tree.map(lambda x: x, variables["params"])
   params["codebook"] = params["codebook"].replace_boxed(codebook)
@@ -166,7 +167,7 @@ def test_self_correction_changes_rate_of_cells_to_top_k_codes():
   distances = jax.jit(lambda v, r, hw: model.apply(
       v, q.area_downsample(r, hw), method=model.distances), static_argnums=2)
   code_map = jax.jit(lambda v, i: q.upsample(
-      model.apply(v, i, method=model.lookup), (8, 8), "bicubic"))
+      model.apply(v, i, method=model.lookup), (8, 8), UP))
   for residual_from in ("inputs", "targets"):
     inputs, targets = jit_method(
         model, model.encode_streams, schedule=schedule, rate=rate,
@@ -201,7 +202,7 @@ def test_scale_dropout_keeps_first_and_last(latent):
   assert (keep[:, 0] == 1).all() and (keep[:, -1] == 1).all()
   assert (keep[:, 1:-1].sum(-1) == 1).all()  # half of the 2 middle scales
   maps = [q.upsample(model.apply(variables, i, method=model.lookup), (4, 4),
-                     "bicubic") * keep[:, k, None, None, None]
+                     UP) * keep[:, k, None, None, None]
           for k, i in enumerate(out["indices"])]
   np.testing.assert_allclose(out["quantized"], sum(maps), rtol=1e-5,
                              atol=1e-5)
@@ -213,16 +214,47 @@ def test_usage_perplexity_and_dead_code_restart():
   counts = jnp.array([10.0, 0.0, 10.0, 0.0])
   assert float(q.codebook_usage(counts, 1.0)) == 0.5
   np.testing.assert_allclose(q.perplexity(counts), 2.0, rtol=1e-5)
-  codebook = jnp.zeros((4, 3))
-  candidates = jnp.arange(15.0).reshape(5, 3)
-  new, new_counts, n = q.restart_dead_codes(codebook, counts, candidates,
-                                            jax.random.key(0), 1.0)
+  codebook = jnp.array([[3.0, 0, 0, 4.0], [1, 1, 1, 1], [0, 6.0, 8.0, 0],
+                        [1, 1, 1, 1]])
+  candidates = jax.random.normal(jax.random.key(1), (6, 4))
+  new, new_counts, n = q.restart_dead_codes(
+      codebook, counts, candidates, jax.random.key(0), 1.0, (2, 2))
   assert int(n) == 2
-  np.testing.assert_array_equal(new[jnp.array([0, 2])], 0.0)
+  np.testing.assert_array_equal(new[jnp.array([0, 2])],
+                                codebook[jnp.array([0, 2])])
+  # Live branch norms: branch 0 -> (3, 6), mean 4.5; branch 1 -> (4, 8), mean 6.
+  picked = []
   for row in (1, 3):
-    assert np.abs(np.asarray(candidates) - np.asarray(new[row])).max(
-        -1).min() < 1e-2
+    for lo, hi, norm in ((0, 2, 4.5), (2, 4, 6.0)):
+      np.testing.assert_allclose(np.linalg.norm(new[row, lo:hi]), norm,
+                                 rtol=1e-5)
+    cos = (np.asarray(candidates)[:, :2] @ np.asarray(new[row, :2])) / (
+        np.linalg.norm(candidates[:, :2], axis=-1) * 4.5)
+    picked.append(int(np.argmax(cos)))
+    assert cos.max() == pytest.approx(1.0, abs=1e-5)
+  assert picked[0] != picked[1]  # distinct candidates
   np.testing.assert_array_equal(new_counts, [10.0, 1.0, 10.0, 1.0])
+
+
+def test_losses_average_the_partial_sums(latent):
+  """VAR form: codebook loss = mean over k of mse(F_k, f)."""
+  model = make()
+  variables = init(model, latent)
+  out = jit_method(model, model.__call__, schedule=SCHEDULE)(variables,
+                                                             latent)
+  lookup = jit_method(model, model.lookup)
+  partial, expected = 0.0, 0.0
+  for idx in out["indices"]:
+    partial = partial + q.upsample(lookup(variables, idx), (4, 4), UP)
+    expected += float(jnp.mean((partial - latent) ** 2))
+  n = len(SCHEDULE)
+  np.testing.assert_allclose(out["codebook_loss"], expected / n, rtol=1e-5)
+  np.testing.assert_allclose(out["commit_loss"], 0.25 * expected / n,
+                             rtol=1e-5)
+  rows = out["residual_rows"]
+  assert rows.shape == (3 * (1 + 4 + 9 + 16), 9)
+  np.testing.assert_allclose(rows[:3], latent.mean((1, 2)), rtol=1e-5,
+                             atol=1e-6)
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -13,6 +13,7 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
+from nextflow_jax import checkpoint
 from nextflow_jax import config_lib
 from nextflow_jax import metrics
 from nextflow_jax import scales
@@ -68,9 +69,15 @@ def test_short_run_lowers_the_loss_and_writes_outputs(trained):
   assert scalars["loss/gan_d"][0][0] == 6  # from gan_start_step on
   assert report["steps"] == 10
   ev = report["eval"]
-  assert set(ev) >= {"psnr", "ssim", "codebook_usage", "perplexity",
-                     "psnr_scale_1", "psnr_scale_3"}
-  assert 0 < ev["codebook_usage"] <= 1 and ev["num_images"] == 8
+  assert set(ev) == {"shapes/32px", "twemoji/32px", "all"}
+  for spec in ("shapes/32px", "twemoji/32px"):
+    assert set(ev[spec]) >= {"psnr", "ssim", "codebook_usage", "perplexity",
+                             "psnr_scale_1", "psnr_scale_3"}
+    assert 0 < ev[spec]["codebook_usage"] <= 1
+    assert ev[spec]["num_images"] == 8
+  assert min(ev["shapes/32px"]["psnr"], ev["twemoji/32px"]["psnr"]) <= (
+      ev["all"]["psnr"]) <= max(ev["shapes/32px"]["psnr"],
+                                ev["twemoji/32px"]["psnr"])
   assert os.path.getsize(os.path.join(workdir, "samples_10.png")) > 0
 
 
@@ -81,6 +88,16 @@ def test_resume_continues_from_the_checkpoint(trained, tfds_dir):
   assert report["steps"] == 12
   steps = [s for s, _ in metrics.read_scalars(workdir)["loss/recon"]]
   assert steps.count(11) == 1 and steps.count(12) == 1 and 10 in steps
+
+
+def test_checkpoint_of_another_config_is_refused(trained, tfds_dir):
+  workdir, _, _ = trained
+  other = mu_config(tfds_dir, **{"tokenizer.codebook_size": 32,
+                                 "train.num_steps": 20})
+  with pytest.raises(checkpoint.CheckpointMismatchError,
+                     match=r"quantizer/codebook: checkpoint \(64, 40\) vs "
+                     r"model \(32, 40\)"):
+    tokenizer_trainer.run(other, workdir)
 
 
 def test_extraction_matches_the_tokenizer(trained, tfds_dir, tmp_path):
@@ -187,4 +204,11 @@ def test_bad_teacher_checkpoint(tfds_dir, tmp_path):
                                   "semantic.teacher_checkpoint": str(
                                       tmp_path / "nope")})
   with pytest.raises(FileNotFoundError, match="is not a folder"):
+    tokenizer_trainer.run(config, str(tmp_path / "run"))
+
+
+def test_decoder_stage_needs_a_trained_tokenizer(tfds_dir, tmp_path):
+  config = mu_config(tfds_dir, stage="decoder")
+  with pytest.raises(ValueError, match=r"set config.init_from to the workdir "
+                     r"of the joint stage"):
     tokenizer_trainer.run(config, str(tmp_path / "run"))

@@ -1,0 +1,214 @@
+# Copyright 2026 The nextflow_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""Decoder layers: the attention mask rule (by hand and as the module uses
+it), GQA, padding, RMSNorm and SwiGLU numerics, argument validation."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nextflow_jax.model import layers
+from nextflow_jax.model import rope
+
+B, L, D = 2, 8, 32
+ATTN = dict(num_heads=4, head_dim=16, rope_theta=10_000.0)
+
+# Row 0: text, text, 1x1 scale, 2x2 scale, text (one segment).
+# Row 1: a 3-token document (text + a 2-token block), a 3-token text
+# document, then 2 padding tokens.
+SEGMENTS = np.array([[1, 1, 1, 1, 1, 1, 1, 1],
+                     [1, 1, 1, 2, 2, 2, 0, 0]], np.int32)
+BLOCKS = np.array([[1, 2, 3, 4, 4, 4, 4, 5],
+                   [1, 2, 2, 1, 2, 3, 0, 0]], np.int32)
+EXPECTED = [
+    ["10000000",
+     "11000000",
+     "11100000",
+     "11111110",
+     "11111110",
+     "11111110",
+     "11111110",
+     "11111111"],
+    ["10000000",
+     "11100000",
+     "11100000",
+     "00010000",
+     "00011000",
+     "00011100",
+     "00000000",
+     "00000000"],
+]
+
+
+def _expected() -> np.ndarray:
+  return np.array([[[c == "1" for c in row] for row in rows]
+                   for rows in EXPECTED])
+
+
+def _positions() -> np.ndarray:
+  row0 = np.concatenate([rope.text_positions(2),
+                         rope.image_positions(((1, 1), (2, 2)),
+                                              scale_offset=2),
+                         rope.text_positions(1, 4)])
+  block = rope.text_positions(1, 1)  # Both tokens of the block at 1.
+  row1 = np.concatenate([rope.text_positions(1), block, block,
+                         rope.text_positions(3), np.zeros((2, 3))])
+  return np.stack([row0, row1]).astype(np.float32)
+
+
+def _x(seed: int = 0) -> jax.Array:
+  return jax.random.normal(jax.random.key(seed), (B, L, D), jnp.float32)
+
+
+def _key() -> jax.Array:
+  return jax.random.key(0, impl="rbg")
+
+
+def test_mask_mixed_text_image_packing_padding():
+  mask = layers.attention_mask(SEGMENTS, BLOCKS, SEGMENTS, BLOCKS)
+  assert mask.shape == (B, L, L) and mask.dtype == jnp.bool_
+  np.testing.assert_array_equal(mask, _expected())
+
+
+def test_mask_pure_image_is_var_rule():
+  schedule = ((1, 1), (2, 2), (3, 3), (4, 4))
+  levels = np.concatenate([np.full(h * w, k + 1)
+                           for k, (h, w) in enumerate(schedule)])[None]
+  segments = np.ones_like(levels)
+  mask = layers.attention_mask(segments, levels, segments, levels)
+  np.testing.assert_array_equal(mask[0], levels[0][:, None] >= levels[0])
+
+
+def test_mask_against_a_cache():
+  # Queries of a new scale against a cache with two written and two empty
+  # slots: empty slots (segment 0) are never visible.
+  seg_k = np.array([[1, 1, 0, 0]])
+  blk_k = np.array([[1, 2, 0, 0]])
+  mask = layers.attention_mask(np.array([[1, 1]]), np.array([[2, 2]]),
+                               seg_k, blk_k)
+  np.testing.assert_array_equal(mask, [[[1, 1, 0, 0], [1, 1, 0, 0]]])
+  with pytest.raises(ValueError, match="one batch size"):
+    layers.attention_mask(SEGMENTS, BLOCKS, seg_k, blk_k)
+  with pytest.raises(ValueError, match="one batch size"):
+    layers.attention_mask(SEGMENTS, BLOCKS[:, :3], SEGMENTS, BLOCKS)
+
+
+@pytest.fixture(scope="module")
+def attention():
+  module = layers.Attention(num_kv_heads=2, **ATTN)
+  args = (_positions(), SEGMENTS, BLOCKS)
+  params = nn.unbox(jax.jit(module.init)(_key(), _x(), *args))
+  return module, params, args
+
+
+def test_attention_uses_the_mask(attention):
+  module, params, args = attention
+  jac = jax.jit(jax.jacfwd(lambda x: module.apply(params, x, *args)))(_x())
+  dep = np.abs(np.asarray(jac)).sum(axis=(2, 5))  # (B, Lq, B, Lk)
+  for b in range(B):
+    np.testing.assert_array_equal(dep[b, :, b] > 0, _expected()[b])
+    assert not dep[b, :, 1 - b].any()
+
+
+def test_attention_padding_rows_are_zero_and_grads_finite(attention):
+  module, params, args = attention
+  out = jax.jit(module.apply)(params, _x(), *args)
+  assert out.shape == (B, L, D)
+  np.testing.assert_array_equal(out[1, 6:], 0.0)
+  assert np.isfinite(out).all() and np.abs(out[:, :6]).min() > 0
+
+  def loss(p):
+    return jnp.sum(module.apply(p, _x(), *args) ** 2)
+
+  grads = jax.jit(jax.grad(loss))(params)
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("num_kv_heads", [1, 2])
+def test_gqa_equals_mha_with_repeated_kv_heads(attention, num_kv_heads):
+  _, _, args = attention
+  gqa = layers.Attention(num_kv_heads=num_kv_heads, **ATTN)
+  mha = layers.Attention(num_kv_heads=4, **ATTN)
+  params = nn.unbox(gqa.init(_key(), _x(), *args))["params"]
+  repeat = 4 // num_kv_heads
+  mha_params = {name: (jnp.repeat(p, repeat, axis=1 if "kernel" in name else 0)
+                       if name[0] in "kv" else p)
+                for name, p in params.items()}
+  mha_shapes = jax.eval_shape(mha.init, _key(), _x(), *args)["params"]
+  assert {k: v.shape for k, v in mha_params.items()} == {
+      k: v.value.shape for k, v in mha_shapes.items()}
+  np.testing.assert_allclose(
+      mha.apply({"params": mha_params}, _x(), *args),
+      gqa.apply({"params": params}, _x(), *args), atol=1e-5)
+
+
+def test_attention_params_and_names():
+  module = layers.Attention(num_kv_heads=2, qkv_bias=False, **ATTN)
+  variables = jax.eval_shape(module.init, _key(), _x(), _positions(),
+                             SEGMENTS, BLOCKS)
+  params = variables["params"]
+  assert sorted(params) == ["k_kernel", "o_kernel", "q_kernel", "v_kernel"]
+  assert params["q_kernel"].names == ("embed", "heads", "head_dim")
+  assert params["k_kernel"].value.shape == (D, 2, 16)
+  assert params["o_kernel"].names == ("heads", "head_dim", "embed")
+  biased = jax.eval_shape(layers.Attention(num_kv_heads=2, **ATTN).init,
+                          _key(), _x(), _positions(), SEGMENTS, BLOCKS)
+  assert biased["params"]["k_bias"].names == ("kv_heads", "head_dim")
+  assert "o_bias" not in biased["params"]
+
+
+@pytest.mark.parametrize("config, inputs, match", [
+    (dict(num_heads=4, num_kv_heads=3, head_dim=16), {},
+     r"num_heads=4 must be a positive multiple of num_kv_heads=3"),
+    (dict(num_heads=4, num_kv_heads=0, head_dim=16), {},
+     "positive multiple"),
+    (dict(num_heads=4, num_kv_heads=2, head_dim=15), {}, "even"),
+    (dict(num_heads=4, num_kv_heads=2, head_dim=16,
+          mrope_sections=(4, 2, 1)), {}, "sum to 7"),
+    (dict(num_heads=4, num_kv_heads=2, head_dim=16),
+     dict(positions=np.zeros((B, L, 2), np.float32)),
+     r"positions must have shape \(2, 8, 3\)"),
+    (dict(num_heads=4, num_kv_heads=2, head_dim=16),
+     dict(segments=SEGMENTS[:, :4]), r"segment_ids must have shape"),
+])
+def test_attention_invalid_arguments_raise(config, inputs, match):
+  module = layers.Attention(**config)
+  positions = inputs.get("positions", _positions())
+  segments = inputs.get("segments", SEGMENTS)
+  with pytest.raises(ValueError, match=match):
+    jax.eval_shape(module.init, _key(), _x(), positions, segments, BLOCKS)
+
+
+def test_rmsnorm():
+  norm = layers.RMSNorm(eps=1e-6)
+  x = np.asarray(_x()) * 3.0 + 1.0
+  variables = norm.init(_key(), x)
+  assert variables["params"]["scale"].names == ("norm",)
+  params = {"params": {"scale": jnp.linspace(0.5, 1.5, D)}}
+  expected = x / np.sqrt(np.mean(x ** 2, -1, keepdims=True) + 1e-6) * (
+      np.linspace(0.5, 1.5, D))
+  np.testing.assert_allclose(norm.apply(params, x), expected, rtol=1e-5)
+  out = norm.apply(params, x.astype(jnp.bfloat16))
+  assert out.dtype == jnp.bfloat16
+  assert nn.unbox(variables)["params"]["scale"].dtype == jnp.float32
+
+
+def test_swiglu():
+  mlp = layers.SwiGLU(mlp_dim=48)
+  variables = mlp.init(_key(), _x())
+  names = {k: v.names for k, v in variables["params"].items()}
+  assert names == {"gate_kernel": ("embed", "mlp"),
+                   "up_kernel": ("embed", "mlp"),
+                   "down_kernel": ("mlp", "embed")}
+  p = {k: np.asarray(v, np.float64)
+       for k, v in nn.unbox(variables)["params"].items()}
+  x = np.asarray(_x(), np.float64)
+  gate = x @ p["gate_kernel"]
+  expected = (gate / (1 + np.exp(-gate)) * (x @ p["up_kernel"])) @ (
+      p["down_kernel"])
+  np.testing.assert_allclose(mlp.apply(variables, _x()), expected,
+                             rtol=1e-4, atol=1e-5)
+  bf16 = layers.SwiGLU(mlp_dim=48, dtype=jnp.bfloat16)
+  assert bf16.apply(variables, _x()).dtype == jnp.bfloat16
