@@ -189,6 +189,10 @@ def _validate_data(config, mesh_shape: tuple[int, ...]) -> None:
         "data.global_batch_size", bs,
         f"must be a positive multiple of the data-parallel size {dp} "
         f"(mesh data x fsdp) and of the process count {jax.process_count()}.")
+  if "codes_dir" in data:
+    _validate_sequences(config)
+  if "sources" not in data:
+    return
   if not data.sources:
     raise ConfigError("data.sources", data.sources, "give at least one source.")
   for spec in data.sources:
@@ -204,6 +208,43 @@ def _validate_data(config, mesh_shape: tuple[int, ...]) -> None:
   if "image_size" in data and data.image_size < 8:
     raise ConfigError("data.image_size", data.image_size,
                       "must be an int >= 8 (pixels per side).")
+
+
+def _validate_sequences(config) -> None:
+  """Pretraining: the code shards, sequence length, tasks, model shape."""
+  from nextflow_jax.data import tasks  # pylint: disable=g-import-not-at-top
+  data = config.data
+  if not data.codes_dir or not os.path.isdir(os.path.join(data.codes_dir,
+                                                          "codes")):
+    raise ConfigError("data.codes_dir", data.codes_dir,
+                      "give the --workdir of configs/extract.py (it must "
+                      "hold codes/).")
+  chunk = config.loss.chunk_size
+  if data.seq_len < 1 or data.seq_len % min(chunk, data.seq_len):
+    raise ConfigError("data.seq_len", data.seq_len,
+                      f"must be a positive multiple of loss.chunk_size="
+                      f"{chunk}.")
+  unknown = [t for t in data.tasks if t not in tasks.TASKS]
+  if unknown or not data.tasks:
+    raise ConfigError("data.tasks", data.tasks,
+                      f"choose from {list(tasks.TASKS)}.")
+  if len(data.task_weights) != len(data.tasks) or any(
+      w <= 0 for w in data.task_weights):
+    raise ConfigError("data.task_weights", data.task_weights,
+                      f"give one positive weight per task "
+                      f"({len(data.tasks)}).")
+  if data.packing not in ("first_fit", "none"):
+    raise ConfigError("data.packing", data.packing,
+                      "choose 'first_fit' or 'none'.")
+  if not 0.0 <= data.condition_dropout < 1.0:
+    raise ConfigError("data.condition_dropout", data.condition_dropout,
+                      "must be in [0, 1).")
+  model = config.model
+  if model.num_heads % model.num_kv_heads:
+    raise ConfigError("model.num_kv_heads", model.num_kv_heads,
+                      f"must divide model.num_heads={model.num_heads}.")
+  if config.layout.alpha < 0:
+    raise ConfigError("layout.alpha", config.layout.alpha, "must be >= 0.")
 
 
 def _validate_tokenizer(config) -> None:

@@ -29,6 +29,9 @@ def test_every_preset_loads_and_validates(name, preset, tmp_path):
   if "tokenizer_workdir" in config:  # Needs a trained tokenizer's workdir.
     (tmp_path / "tok" / "checkpoints").mkdir(parents=True)
     config.tokenizer_workdir = str(tmp_path / "tok")
+  if "codes_dir" in config.data:  # Needs an extraction's workdir.
+    (tmp_path / "codes" / "codes").mkdir(parents=True)
+    config.data.codes_dir = str(tmp_path / "codes")
   config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
 
 
@@ -78,7 +81,7 @@ def test_bad_args(arg, match):
     ("sharding.mesh", (3, 1, 1), r"covers 3 devices but 4 are available"),
     ("sharding.rules", "zero3", r"not a rule set; choose one of"),
     ("trainer", "pretrain_everything",
-     r"choose one of \['extract', 'prepare_data', 'tokenizer'\]"),
+     r"choose one of \['extract', 'prepare_data', 'pretrain', 'tokenizer'\]"),
 ])
 def test_each_bad_value_fails_with_its_message(key, value, match, tmp_path):
   config = data_config()
@@ -140,4 +143,22 @@ def test_pixel_stage_needs_the_semantic_branch_off(tmp_path):
   config = load("tokenizer.py").get_config("mu,stage=pixel")
   with pytest.raises(config_lib.ConfigError,
                      match=r"stage='pixel' trains the pixel branch alone"):
+    config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("data.codes_dir", "", r"give the --workdir of configs/extract.py"),
+    ("data.seq_len", 100, r"multiple of loss.chunk_size=64"),
+    ("data.tasks", ("t2i", "dance"), r"choose from \['t2i'"),
+    ("data.task_weights", (1.0,), r"one positive weight per task"),
+    ("data.packing", "best", r"choose 'first_fit' or 'none'"),
+    ("model.num_kv_heads", 3, r"must divide model.num_heads=4"),
+])
+def test_pretrain_config_errors(key, value, match, tmp_path):
+  config = load("nextflow.py").get_config("mu")
+  (tmp_path / "codes" / "codes").mkdir(parents=True)
+  config.data.codes_dir = str(tmp_path / "codes")
+  section, _, leaf = key.rpartition(".")
+  (config[section] if section else config)[leaf] = value
+  with pytest.raises(config_lib.ConfigError, match=match):
     config_lib.validate(config, str(tmp_path), trainers.TRAINERS)

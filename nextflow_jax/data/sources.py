@@ -153,7 +153,8 @@ def _bytes_to_str(tree: Any) -> Any:
     return {k: _bytes_to_str(v) for k, v in tree.items()}
   if isinstance(tree, bytes):
     return tree.decode("utf-8")
-  if isinstance(tree, np.ndarray) and tree.dtype == object:
+  if isinstance(tree, (list, tuple)) or (isinstance(tree, np.ndarray) and
+                                         tree.dtype == object):
     return [_bytes_to_str(v) for v in tree]
   return tree
 

@@ -15,6 +15,7 @@ TRAINERS = {
     "prepare_data": "nextflow_jax.trainers.prepare_data",
     "tokenizer": "nextflow_jax.trainers.tokenizer",
     "extract": "nextflow_jax.trainers.extract",
+    "pretrain": "nextflow_jax.trainers.pretrain",
 }
 
 

@@ -167,6 +167,13 @@ def test_unknown_tfds_dataset(tfds_dir):
     sources.open_source("tfds:no_such_ds", "train", tfds_dir)
 
 
+def test_text_lists_become_str(tfds_dir):
+  example = sources.open_source("shapes/32px", "test", tfds_dir)[0]
+  assert isinstance(example["questions"], list)
+  assert all(isinstance(q, str) for q in example["questions"] +
+             example["answers"])
+
+
 def test_tfds_by_name_reads_a_prepared_dataset(tfds_dir):
   source = sources.open_source("tfds:twemoji/32px", "test", tfds_dir)
   example = source[0]

@@ -1,0 +1,171 @@
+# Copyright 2026 The nextflow_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+r"""Pretrains the unified NextFlow model on extracted codes.
+
+One decoder (Qwen2.5 shape) reads and writes text by next token and images
+by next scale; see nextflow_jax/trainers/pretrain.py. It reads the shards of
+configs/extract.py (`data.codes_dir` = that job's --workdir), which also
+name the tokenizer (schedule, codebook, text tokenizer).
+
+  # unit-test size:
+  python -m nextflow_jax.main --config=configs/nextflow.py:mu \
+      --workdir=/tmp/nf --config.data.codes_dir=/tmp/codes
+  # 2-core CPU demo on the embedded data:
+  python -m nextflow_jax.main --config=configs/nextflow.py:cpu \
+      --workdir=runs/nextflow --config.data.codes_dir=runs/codes
+  # Qwen2.5-1.5B / -7B shapes on a GPU/TPU slice (bf16, FSDP):
+  python -m nextflow_jax.main --config=configs/nextflow.py:7b ...
+"""
+
+import ml_collections
+
+from nextflow_jax import config_lib
+
+
+def _base() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.trainer = "pretrain"
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.codes_dir = ""  # required: --workdir of configs/extract.py
+  c.data.split = "train"
+  c.data.eval_split = "test"
+  c.data.seq_len = 512
+  c.data.global_batch_size = 8
+  c.data.packing = "first_fit"  # or "none" (one document per row)
+  c.data.num_packing_bins = 8
+  c.data.tasks = ("t2i", "caption", "vqa", "edit", "interleaved", "text")
+  c.data.task_weights = (4.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+  c.data.condition_dropout = 0.1  # CFG: drop the text condition
+  c.data.prompt_loss = False  # supervise t2i captions too
+  c.data.num_threads = 2
+  c.data.num_workers = 0
+  c.data.prefetch = 4
+
+  c.layout = ml_collections.ConfigDict()
+  c.layout.rope_range = 64.0  # C of the multi-scale 3-D RoPE
+  c.layout.alpha = 0.0  # scale reweighting (paper: 0.9 from 512 px on)
+  c.layout.context_final_block = False
+
+  c.model = ml_collections.ConfigDict()
+  c.model.text_vocab_size = 1024  # >= the text tokenizer's size
+  c.model.num_layers = 4
+  c.model.width = 256
+  c.model.num_heads = 4
+  c.model.num_kv_heads = 2
+  c.model.head_dim = 64
+  c.model.mlp_dim = 704
+  c.model.rope_theta = 1_000_000.0
+  c.model.mrope_sections = ()  # () = scale (16, 24, 24) to head_dim
+  c.model.qkv_bias = True
+  c.model.max_scales = 18
+  c.model.shared_head = False  # True: the paper's single head
+  c.model.scan_layers = True
+  c.model.remat_policy = "none"
+  c.model.dtype = "float32"
+  c.model.param_dtype = "float32"
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.text_weight = 1.0
+  c.loss.visual_weight = 1.0
+  c.loss.chunk_size = 256
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 1e-3
+  c.optim.warmup_steps = 100
+  c.optim.end_lr_ratio = 0.1
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.95
+  c.optim.weight_decay = 0.05
+  c.optim.grad_clip = 1.0
+  c.optim.grad_accum_steps = 1
+
+  c.sharding = ml_collections.ConfigDict()
+  c.sharding.mesh = (-1, 1, 1)
+  c.sharding.rules = "dp"
+  c.sharding.rule_overrides = ()
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 3000
+  c.train.max_minutes = 0.0
+  c.train.log_every_steps = 20
+  c.train.ckpt_every_steps = 500
+  c.train.eval_every_steps = 500
+  c.train.keep_checkpoints = 2
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_batches = 4
+  return c
+
+
+def _mu(c):
+  c.data.seq_len = 128
+  c.data.global_batch_size = 4
+  c.data.num_packing_bins = 2
+  c.model.text_vocab_size = 512
+  c.model.num_layers = 2
+  c.model.width = 64
+  c.model.num_heads = 4
+  c.model.num_kv_heads = 2
+  c.model.head_dim = 16
+  c.model.mlp_dim = 128
+  c.model.max_scales = 4
+  c.loss.chunk_size = 64
+  c.optim.warmup_steps = 2
+  c.train.num_steps = 6
+  c.train.log_every_steps = 1
+  c.train.ckpt_every_steps = 3
+  c.train.eval_every_steps = 6
+  c.eval.num_batches = 1
+
+
+def _cpu(c):
+  del c  # The base is the CPU demo.
+
+
+def _qwen(c, layers, width, heads, kv_heads, mlp):
+  c.model.text_vocab_size = 152_064
+  c.model.num_layers = layers
+  c.model.width = width
+  c.model.num_heads = heads
+  c.model.num_kv_heads = kv_heads
+  c.model.head_dim = 128
+  c.model.mlp_dim = mlp
+  c.model.mrope_sections = (16, 24, 24)
+  c.model.remat_policy = "nothing_saveable"
+  c.model.dtype = "bfloat16"
+  c.data.seq_len = 4096
+  c.data.global_batch_size = 256
+  c.data.num_packing_bins = 64
+  c.data.tasks = ("t2i", "caption", "vqa", "edit", "interleaved", "video",
+                  "text")
+  c.data.task_weights = (4.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+  c.loss.chunk_size = 512
+  c.optim.lr = 1e-4
+  c.optim.warmup_steps = 2000
+  c.sharding.mesh = (1, -1, 1)
+  c.sharding.rules = "fsdp"
+  c.train.num_steps = 200_000
+  c.train.log_every_steps = 50
+  c.train.ckpt_every_steps = 2000
+  c.train.eval_every_steps = 2000
+
+
+def _1b(c):
+  _qwen(c, layers=28, width=1536, heads=12, kv_heads=2, mlp=8960)  # 1.5B
+
+
+def _7b(c):
+  _qwen(c, layers=28, width=3584, heads=28, kv_heads=4, mlp=18944)
+
+
+PRESETS = {"mu": _mu, "cpu": _cpu, "1b": _1b, "7b": _7b}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  preset, overrides = config_lib.parse_arg(arg, PRESETS, default="cpu")
+  config = _base()
+  PRESETS[preset](config)
+  config_lib.apply_overrides(config, overrides)
+  return config
