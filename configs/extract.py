@@ -35,7 +35,9 @@ def _base() -> ml_collections.ConfigDict:
   c.extract.top_k = 8  # not given by the paper
   c.extract.temperature = 1.0
   c.extract.residual_from = "inputs"  # or "targets"
-  c.extract.image_fields = ("image", "edited_image", "frames")
+  # Add "frames" for the video task (the cpu pretraining preset has none:
+  # 8 frames of 155 tokens do not fit its 512-token rows).
+  c.extract.image_fields = ("image", "edited_image")
   c.extract.num_shards = 4
   c.extract.output_dir = ""  # "" = workdir/codes
 
@@ -48,6 +50,7 @@ def _base() -> ml_collections.ConfigDict:
 
 def _mu(c):
   c.data.sources = ("shapes/32px", "twemoji/32px")
+  c.extract.image_fields = ("image", "edited_image", "frames")
   c.data.global_batch_size = 64
   c.extract.num_shards = 2
 

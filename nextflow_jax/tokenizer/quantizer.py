@@ -355,7 +355,7 @@ class MultiScaleQuantizer(nn.Module):
     for k, hw in enumerate(schedule):
       rng, r_mask, r_pick = jax.random.split(rng, 3)
       d = self.distances(area_downsample(residual, hw))
-      neg_d, nearest = jax.lax.top_k(-d, top_k)
+      neg_d, nearest = _nearest_k(d, top_k)
       target = nearest[..., 0].astype(jnp.int32)
       logits = neg_d[..., 1:] / temperature
       pick = jax.random.categorical(r_pick, logits, axis=-1)
@@ -368,6 +368,21 @@ class MultiScaleQuantizer(nn.Module):
       inputs.append(inp)
       targets.append(target)
     return inputs, targets
+
+
+def _nearest_k(d: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """(-distance, index) of the k nearest codes, nearest first.
+
+  k successive argmins: for the small k of self-correction this is several
+  times faster than `lax.top_k`, which sorts all K codes on CPU.
+  """
+  values, indices = [], []
+  for _ in range(k):
+    idx = jnp.argmin(d, axis=-1)
+    values.append(-jnp.take_along_axis(d, idx[..., None], -1)[..., 0])
+    indices.append(idx)
+    d = jnp.where(jax.nn.one_hot(idx, d.shape[-1], dtype=bool), jnp.inf, d)
+  return jnp.stack(values, -1), jnp.stack(indices, -1)
 
 
 def _entropy_loss(d: jax.Array, temperature: float = 0.01) -> jax.Array:
