@@ -164,8 +164,4 @@ PRESETS = {"mu": _mu, "cpu": _cpu, "1b": _1b, "7b": _7b}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  preset, overrides = config_lib.parse_arg(arg, PRESETS, default="cpu")
-  config = _base()
-  PRESETS[preset](config)
-  config_lib.apply_overrides(config, overrides)
-  return config
+  return config_lib.from_presets(arg, _base, PRESETS, default="cpu")

@@ -232,8 +232,4 @@ PRESETS = {"mu": _mu, "cpu": _cpu, "cpu_pixel": _cpu_pixel, "256": _256}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  preset, overrides = config_lib.parse_arg(arg, PRESETS, default="cpu")
-  config = _base()
-  PRESETS[preset](config)
-  config_lib.apply_overrides(config, overrides)
-  return config
+  return config_lib.from_presets(arg, _base, PRESETS, default="cpu")

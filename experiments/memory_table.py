@@ -29,8 +29,6 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import importlib.util
-
 from absl import app
 from absl import flags
 import flax.linen as nn
@@ -41,6 +39,7 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common
 
+from nextflow_jax import config_lib
 from nextflow_jax import sharding
 from nextflow_jax.data import sequences
 from nextflow_jax.trainers import pretrain
@@ -54,11 +53,8 @@ GIB = 2 ** 30
 
 
 def preset_config(preset):
-  spec = importlib.util.spec_from_file_location(
-      "nf", os.path.join(ROOT, "configs", "nextflow.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(preset)
+  return config_lib.load_config(os.path.join(ROOT, "configs",
+                                             f"nextflow.py:{preset}"))
 
 
 def state_bytes(config, rules_name, mesh_shape):

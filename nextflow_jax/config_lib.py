@@ -64,6 +64,32 @@ def parse_arg(arg: str | None, presets: Mapping[str, Callable[[], Any]],
   return preset, overrides
 
 
+def from_presets(arg: str | None, base: Callable[[], ml_collections.ConfigDict],
+                 presets: Mapping[str, Callable[[ml_collections.ConfigDict],
+                                                None]],
+                 default: str) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of a config file: base, then the preset, then the
+  `key=value` overrides of `arg`."""
+  preset, overrides = parse_arg(arg, presets, default)
+  config = base()
+  presets[preset](config)
+  apply_overrides(config, overrides)
+  return config
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """Loads "configs/x.py:arg" like `--config` does (for notebooks, tests)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config file {path!r} does not exist.")
+  module_spec = importlib.util.spec_from_file_location(
+      os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
 def apply_overrides(config: ml_collections.ConfigDict,
                     overrides: Mapping[str, str]) -> None:
   """Sets dotted keys from strings, coerced to the existing value's type."""

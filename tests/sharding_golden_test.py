@@ -9,7 +9,6 @@ tests/golden/sharding/<preset>.json. An intended change is recorded with
 `UPDATE_GOLDENS=1 python -m pytest tests/sharding_golden_test.py`.
 """
 
-import importlib.util
 import json
 import os
 
@@ -18,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from nextflow_jax import config_lib
 from nextflow_jax import sharding
 from nextflow_jax.data import sequences
 from nextflow_jax.trainers import pretrain
@@ -26,16 +26,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN_DIR = os.path.join(ROOT, "tests", "golden", "sharding")
 
 
-def load_presets():
-  spec = importlib.util.spec_from_file_location(
-      "nextflow_config", os.path.join(ROOT, "configs", "nextflow.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def param_specs(preset: str) -> dict[str, str]:
-  config = load_presets().get_config(preset)
+  config = config_lib.load_config(os.path.join(ROOT, "configs",
+                                               f"nextflow.py:{preset}"))
   model = pretrain.model_from_config(
       config.model, text_vocab_size=config.model.text_vocab_size,
       codebook_size=16384 if preset in ("1b", "7b") else 1024, code_dim=40)

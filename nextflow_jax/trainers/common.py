@@ -16,6 +16,7 @@ from absl import logging
 import flax.linen as nn
 import jax
 import ml_collections
+import numpy as np
 import tensorflow_datasets as tfds
 
 from nextflow_jax import sharding
@@ -142,3 +143,11 @@ def abstract_target(state: Any) -> Any:
   return jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
       state)
+
+
+def check_finite(loss: float, step: int, last_checkpoint: int | None) -> None:
+  """Stops training on a NaN/inf loss, saying the checkpoint is intact."""
+  if not np.isfinite(loss):
+    raise FloatingPointError(
+        f"loss is {loss} at step {step}; the last checkpoint "
+        f"({last_checkpoint}) is intact. Lower optim.lr or check the data.")

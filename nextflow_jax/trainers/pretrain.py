@@ -218,46 +218,47 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   progress = metrics.Progress(num_steps, start)
   peak = _peak_flops()
   tokens_since, t_last, t_start = 0.0, time.perf_counter(), time.perf_counter()
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    while step < num_steps:
-      batch = sharding.shard_batch(next(train_iter), mesh)
-      state, m = step_fn(state, batch)
-      step += 1
-      tokens_since += float(jnp.sum(batch["segment_ids"] > 0))
-      out_of_time = config.train.max_minutes and (
-          time.perf_counter() - t_start > 60 * config.train.max_minutes)
-      last = step == num_steps or out_of_time
-      if step % config.train.log_every_steps == 0 or last:
-        values = jax.device_get(m)
-        if not np.isfinite(values["total_loss"]):
-          raise FloatingPointError(
-              f"loss is {values['total_loss']} at step {step}; the last "
-              f"checkpoint ({ckpt.latest_step()}) is intact. Lower optim.lr "
-              "or check the data.")
-        now = time.perf_counter()
-        tokens_per_sec = tokens_since / (now - t_last)
-        tokens_since, t_last = 0.0, now
-        scalars = _flatten_metrics(values)
-        scalars["tokens_per_sec"] = tokens_per_sec
-        scalars["model_tflops_per_sec"] = 6 * n_params * tokens_per_sec / 1e12
-        if peak:
-          scalars["mfu"] = 6 * n_params * tokens_per_sec / (
-              peak * jax.device_count())
-        writer.write_scalars(step, {**scalars, **progress.update(step)})
-      if step % config.train.ckpt_every_steps == 0 or last:
-        ckpt.save(step, state, data_iterator=train_iter, config=config)
-      if config.eval.num_batches and (
-          step % config.train.eval_every_steps == 0 or last):
-        result = _evaluate(eval_fn, state.params, dataset(
-            eval_src, shuffle=False, num_epochs=1, seed_offset=1), mesh,
-                           config.eval.num_batches)
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
-        if jax.process_index() == 0:
-          with open(os.path.join(workdir, f"eval_{step}.json"), "w") as f:
-            json.dump(result, f, indent=2)
-      if out_of_time:
-        break
-  ckpt.close()
+  # try/finally: pending asynchronous saves finish even when training stops
+  # with an error, so the last checkpoint is always complete.
+  try:
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      while step < num_steps:
+        batch = sharding.shard_batch(next(train_iter), mesh)
+        state, m = step_fn(state, batch)
+        step += 1
+        tokens_since += float(jnp.sum(batch["segment_ids"] > 0))
+        out_of_time = config.train.max_minutes and (
+            time.perf_counter() - t_start > 60 * config.train.max_minutes)
+        last = step == num_steps or out_of_time
+        if step % config.train.log_every_steps == 0 or last:
+          values = jax.device_get(m)
+          common.check_finite(float(values["total_loss"]), step,
+                              ckpt.latest_step())
+          now = time.perf_counter()
+          tokens_per_sec = tokens_since / (now - t_last)
+          tokens_since, t_last = 0.0, now
+          scalars = _flatten_metrics(values)
+          scalars["tokens_per_sec"] = tokens_per_sec
+          scalars["model_tflops_per_sec"] = 6 * n_params * tokens_per_sec / 1e12
+          if peak:
+            scalars["mfu"] = 6 * n_params * tokens_per_sec / (
+                peak * jax.device_count())
+          writer.write_scalars(step, {**scalars, **progress.update(step)})
+        if step % config.train.ckpt_every_steps == 0 or last:
+          ckpt.save(step, state, data_iterator=train_iter, config=config)
+        if config.eval.num_batches and (
+            step % config.train.eval_every_steps == 0 or last):
+          result = _evaluate(eval_fn, state.params, dataset(
+              eval_src, shuffle=False, num_epochs=1, seed_offset=1), mesh,
+                             config.eval.num_batches)
+          writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
+          if jax.process_index() == 0:
+            with open(os.path.join(workdir, f"eval_{step}.json"), "w") as f:
+              json.dump(result, f, indent=2)
+        if out_of_time:
+          break
+  finally:
+    ckpt.close()
   writer.close()
   report = {"steps": step, "parameters_millions": round(n_params / 1e6, 3),
             "minutes": round((time.perf_counter() - t_start) / 60, 2)}

@@ -423,34 +423,35 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   rng = jax.random.key(config.seed + 1)
   t_start = time.perf_counter()
   step = start
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    while step < num_steps:
-      batch = _device_batch(next(train_iter), mesh)
-      state, step_metrics = compiled_step(
-          step >= config.loss.gan_start_step)(state, batch, rng)
-      step += 1
-      out_of_time = config.train.max_minutes and (
-          time.perf_counter() - t_start > 60 * config.train.max_minutes)
-      last = step == num_steps or out_of_time
-      if step % config.train.log_every_steps == 0 or last:
-        values = jax.device_get(step_metrics)
-        if not np.isfinite(values["loss/total"]):
-          raise FloatingPointError(
-              f"loss is {values['loss/total']} at step {step}; the last "
-              f"checkpoint ({ckpt.latest_step()}) is intact. Lower "
-              "optim.lr or check the data.")
-        writer.write_scalars(step, {**values, **progress.update(step)})
-      if step % config.train.ckpt_every_steps == 0 or last:
-        ckpt.save(step, state, data_iterator=train_iter, config=config)
-      if config.eval.num_batches and (
-          step % config.train.eval_every_steps == 0 or last):
-        _evaluate(config, workdir, eval_fns, state.params["tokenizer"],
-                  eval_sources, tok_path, transform_spec, mesh, writer, step)
-      if out_of_time:
-        logging.info("stopping at step %d: train.max_minutes=%s reached",
-                     step, config.train.max_minutes)
-        break
-  ckpt.close()
+  # try/finally: pending asynchronous saves finish even when training stops
+  # with an error, so the last checkpoint is always complete.
+  try:
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      while step < num_steps:
+        batch = _device_batch(next(train_iter), mesh)
+        state, step_metrics = compiled_step(
+            step >= config.loss.gan_start_step)(state, batch, rng)
+        step += 1
+        out_of_time = config.train.max_minutes and (
+            time.perf_counter() - t_start > 60 * config.train.max_minutes)
+        last = step == num_steps or out_of_time
+        if step % config.train.log_every_steps == 0 or last:
+          values = jax.device_get(step_metrics)
+          common.check_finite(float(values["loss/total"]), step,
+                              ckpt.latest_step())
+          writer.write_scalars(step, {**values, **progress.update(step)})
+        if step % config.train.ckpt_every_steps == 0 or last:
+          ckpt.save(step, state, data_iterator=train_iter, config=config)
+        if config.eval.num_batches and (
+            step % config.train.eval_every_steps == 0 or last):
+          _evaluate(config, workdir, eval_fns, state.params["tokenizer"],
+                    eval_sources, tok_path, transform_spec, mesh, writer, step)
+        if out_of_time:
+          logging.info("stopping at step %d: train.max_minutes=%s reached",
+                       step, config.train.max_minutes)
+          break
+  finally:
+    ckpt.close()
   train_iter.close()
   report = {"steps": step, "minutes": round((time.perf_counter() - t_start)
                                             / 60, 2),

@@ -133,3 +133,28 @@ def test_loss_and_grads_match_a_single_device(mesh_shape, rules):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4,
                                                        atol=2e-6),
                grads, ref_grads)
+
+
+@pytest.mark.parametrize("shared_head", [False, True], ids=["dual", "shared"])
+def test_both_head_options_train(shared_head):
+  import optax  # pylint: disable=g-import-not-at-top
+  model = make_model(shared_head=shared_head)
+  batch = make_batch()
+  params = nn.unbox(model.init(jax.random.key(0), batch)["params"])
+  tx = optax.adam(3e-3)
+
+  @jax.jit
+  def step(params, opt_state):
+    (loss, m), grads = jax.value_and_grad(
+        lambda p: losses.sequence_loss(model, p, batch, chunk_size=64),
+        has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state, loss, m
+
+  opt_state = tx.init(params)
+  params, opt_state, first, m0 = step(params, opt_state)
+  for _ in range(15):
+    params, opt_state, last, m = step(params, opt_state)
+  assert float(last) < 0.8 * float(first)
+  assert float(m["text_loss"]) < float(m0["text_loss"])
+  assert float(m["visual_loss"]) < float(m0["visual_loss"])

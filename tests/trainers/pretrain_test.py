@@ -2,7 +2,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Pretraining on extracted codes: loss falls, kill + resume is exact."""
 
-import importlib.util
 import os
 
 import jax
@@ -21,11 +20,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
 def load_config(name, arg):
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_lib.load_config(os.path.join(ROOT, "configs",
+                                             f"{name}.py:{arg}"))
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +85,32 @@ def test_too_long_sequences_fail_clearly(codes_dir, tmp_path):
   config = mu_config(codes_dir, **{"data.seq_len": 16, "loss.chunk_size": 16})
   with pytest.raises(ValueError, match=r"more than seq_len=16"):
     pretrain.run(config, str(tmp_path))
+
+
+def test_non_finite_loss_stops_with_the_last_checkpoint_intact(codes_dir,
+                                                                tmp_path):
+  config = mu_config(codes_dir, **{"optim.lr": 1e30, "optim.warmup_steps": 0,
+                                   "train.ckpt_every_steps": 1,
+                                   "eval.num_batches": 0})
+  with pytest.raises(FloatingPointError, match=r"loss is (nan|inf) at step "
+                     r"\d+; the last checkpoint \(\d+\) is intact"):
+    pretrain.run(config, str(tmp_path))
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"))
+  assert ckpt.latest_step() is not None
+
+
+def test_gradient_accumulation_updates_every_k_steps():
+  config = load_config("nextflow", "mu")
+  config.optim.grad_accum_steps = 2
+  config.optim.warmup_steps = 0
+  tx = pretrain.make_optimizer(config.optim, 10)
+  params = {"w": jax.numpy.ones(3)}
+  state = tx.init(params)
+  grads = {"w": jax.numpy.ones(3)}
+  seen = []
+  for _ in range(4):
+    updates, state = tx.update(grads, state, params)
+    params = jax.tree.map(lambda p, u: p + u, params, updates)
+    seen.append(float(params["w"][0]))
+  assert seen[0] == 1.0 and seen[1] < 1.0 and seen[2] == seen[1]
+  assert seen[3] < seen[2]

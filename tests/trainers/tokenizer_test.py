@@ -2,7 +2,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Tokenizer trainer and code extraction on the `mu` preset (32 px)."""
 
-import importlib.util
 import os
 
 import flax.linen as nn
@@ -28,11 +27,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
 def load_config(name, arg):
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_lib.load_config(os.path.join(ROOT, "configs",
+                                             f"{name}.py:{arg}"))
 
 
 def mu_config(tfds_dir, **overrides):
