@@ -25,23 +25,33 @@ def load_config(name, arg):
 
 
 @pytest.fixture(scope="module")
-def codes_dir(tfds_dir, tmp_path_factory):
-  """A 2-step mu tokenizer and the codes of shapes/32px it extracts."""
-  tok_dir = str(tmp_path_factory.mktemp("tok"))
+def tok_dir(tfds_dir, tmp_path_factory):
+  """A 2-step mu tokenizer."""
+  workdir = str(tmp_path_factory.mktemp("tok"))
   tok = load_config("tokenizer", "mu")
   tok.data.data_dir = tfds_dir
   tok.train.num_steps = 2
   tok.eval.num_batches = 0
   tok.loss.gan_start_step = 100
-  tokenizer_trainer.run(tok, tok_dir)
-  codes = str(tmp_path_factory.mktemp("codes"))
+  tokenizer_trainer.run(tok, workdir)
+  return workdir
+
+
+def extract_codes(tok_dir, tfds_dir, workdir, source):
   ext = load_config("extract", "mu")
   ext.tokenizer_workdir = tok_dir
   ext.data.data_dir = tfds_dir
-  ext.data.sources = ("shapes/32px",)
-  config_lib.validate(ext, codes, trainers.TRAINERS)
-  extract.run(ext, codes)
-  return codes
+  ext.data.sources = (source,)
+  config_lib.validate(ext, workdir, trainers.TRAINERS)
+  extract.run(ext, workdir)
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def codes_dir(tok_dir, tfds_dir, tmp_path_factory):
+  """The codes of shapes/32px (all tasks)."""
+  return extract_codes(tok_dir, tfds_dir, str(tmp_path_factory.mktemp("codes")),
+                       "shapes/32px")
 
 
 def mu_config(codes_dir, **overrides):
@@ -65,6 +75,25 @@ def test_loss_falls_and_reports_tasks_and_scales(codes_dir, tmp_path):
   assert any(k.startswith("task_ce/") for k in scalars)
   assert scalars["tokens_per_sec"][-1][1] > 0
   assert "eval/loss/visual_loss" in scalars
+
+
+def test_loss_falls_on_twemoji_too(tok_dir, tfds_dir, tmp_path):
+  codes = extract_codes(tok_dir, tfds_dir, str(tmp_path / "codes"),
+                        "twemoji/32px")
+  config = mu_config(codes, **{"train.num_steps": 8, "eval.num_batches": 0})
+  pretrain.run(config, str(tmp_path / "run"))
+  scalars = metrics.read_scalars(str(tmp_path / "run"))
+  total = [v for _, v in scalars["loss/total_loss"]]
+  assert np.mean(total[-3:]) < np.mean(total[:3])
+  tasks = {k for k in scalars if k.startswith("task_ce/")}
+  assert tasks <= {"task_ce/t2i", "task_ce/caption", "task_ce/text"}
+
+
+def test_schedule_longer_than_the_scale_embeddings(codes_dir, tmp_path):
+  config = mu_config(codes_dir, **{"model.max_scales": 2})
+  with pytest.raises(ValueError, match=r"the schedule has 3 scales but "
+                     r"model.max_scales=2"):
+    pretrain.run(config, str(tmp_path))
 
 
 def test_kill_and_resume_equals_an_uninterrupted_run(codes_dir, tmp_path):

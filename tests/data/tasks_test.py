@@ -1,0 +1,86 @@
+# Copyright 2026 The nextflow_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""Every task's document: parts, supervision, condition dropout, errors."""
+
+import numpy as np
+import pytest
+
+from nextflow_jax.data import sequences as seq
+from nextflow_jax.data import tasks
+from nextflow_jax.text import tokenizer as text_tokenizer
+from nextflow_jax.text import vocab
+
+SCHEDULE = "1x1,2x2"
+K = 16
+
+
+@pytest.fixture(scope="module")
+def builder(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("tok") / "t.model")
+  words = "two red circles how many move the square left blue green frame"
+  text_tokenizer.train_sentencepiece([words] * 50, path, 400)
+  return lambda **kw: tasks.TaskBuilder(path, **kw)
+
+
+def codes(n=5, frames=None):
+  shape = (frames, n) if frames else (n,)
+  return np.arange(np.prod(shape)).reshape(shape) % K
+
+
+RECORD = {"id": "r0", "schedule": SCHEDULE, "codebook_size": K,
+          "caption": "two red circles", "questions": ["how many circles"],
+          "answers": ["two"], "edit_instruction": "move the square left",
+          "motion_caption": "a blue square moving left",
+          "image.inputs": codes(), "image.targets": codes(),
+          "edited_image.inputs": codes(), "edited_image.targets": codes(),
+          "frames.inputs": codes(frames=3), "frames.targets": codes(frames=3)}
+
+
+def images(parts):
+  return [p for p in parts if isinstance(p, seq.Image)]
+
+
+@pytest.mark.parametrize("task,num_images,supervised_images", [
+    ("t2i", 1, 1), ("caption", 1, 0), ("vqa", 1, 0), ("edit", 2, 1),
+    ("interleaved", 2, 2), ("video", 3, 3), ("text", 0, 0)])
+def test_each_task(builder, task, num_images, supervised_images):
+  parts = builder(condition_dropout=0.0).parts(task, RECORD,
+                                               np.random.default_rng(0))
+  imgs = images(parts)
+  assert len(imgs) == num_images
+  assert sum(i.loss for i in imgs) == supervised_images
+  out = seq.build(parts, seq.Layout(), codebook_size=K)
+  assert out["loss_weights"].sum() > 0
+  assert out["tokens"][0] == vocab.BOS_ID
+  if task == "video":
+    frame = vocab.SPECIAL_IDS["<frame>"]
+    assert (out["tokens"] == frame).sum() == 3
+    assert (out["tokens"] == vocab.BOI_ID).sum() == 3
+  if task in ("caption", "vqa"):  # the answer text is what is learned
+    assert out["loss_weights"][out["target_is_visual"]].sum() == 0
+
+
+def test_condition_dropout_removes_the_prompt(builder):
+  rng = np.random.default_rng(0)
+  kept = builder(condition_dropout=0.0).parts("t2i", RECORD, rng)
+  dropped = builder(condition_dropout=1.0).parts("t2i", RECORD, rng)
+  assert len(kept[0].ids) > 1 and list(dropped[0].ids) == [vocab.BOS_ID]
+  assert images(dropped)[0].loss
+
+
+def test_build_sequence_picks_only_tasks_the_record_supports(builder):
+  record = {k: v for k, v in RECORD.items()
+            if not k.startswith(("edited_image", "frames"))}
+  build = tasks.BuildSequence(builder(), ("edit", "caption"), (100.0, 1.0),
+                              seq.Layout(), K)
+  for seed in range(5):
+    out = build.random_map(record, np.random.default_rng(seed))
+    assert set(out["task_ids"]) == {tasks.TASKS.index("caption")}
+
+
+def test_missing_fields_and_bad_tasks(builder):
+  with pytest.raises(ValueError, match=r"task 'vqa' needs \['questions'"):
+    builder().parts("vqa", {"id": "r1", "image.targets": codes()},
+                    np.random.default_rng(0))
+  with pytest.raises(ValueError, match="give one positive weight per task"):
+    tasks.BuildSequence(builder(), ("t2i", "dance"), (1, 1), seq.Layout(), K)
