@@ -206,14 +206,8 @@ class ConvAttention(nn.Module):
                                       IMAGE_AXES)
 
 
-class PixelEncoder(nn.Module):
-  """VQGAN-style CNN encoder of the pixel branch.
-
-  conv_in -> per level: `num_res_blocks` ResBlocks (+ attention at the lowest
-  level) and a stride-2 downsampling conv (all but the last level) -> mid
-  (ResBlock, attention, ResBlock) -> GroupNorm, swish, conv3x3 -> 1x1
-  `quant_conv` to `latent_dim`.
-  """
+class _PixelCNN(nn.Module):
+  """Hyper-parameters shared by the pixel encoder and decoder."""
   channels: int = 128
   channel_mults: tuple[int, ...] = (1, 1, 2, 2, 4)
   num_res_blocks: int = 2
@@ -227,6 +221,16 @@ class PixelEncoder(nn.Module):
   def downsample(self) -> int:
     """The spatial downsampling factor f = 2 ** (len(channel_mults) - 1)."""
     return 2 ** (len(self.channel_mults) - 1)
+
+
+class PixelEncoder(_PixelCNN):
+  """VQGAN-style CNN encoder of the pixel branch.
+
+  conv_in -> per level: `num_res_blocks` ResBlocks (+ attention at the lowest
+  level) and a stride-2 downsampling conv (all but the last level) -> mid
+  (ResBlock, attention, ResBlock) -> GroupNorm, swish, conv3x3 -> 1x1
+  `quant_conv` to `latent_dim`.
+  """
 
   @nn.compact
   def __call__(self, images_BHWC: jax.Array) -> jax.Array:
@@ -273,7 +277,7 @@ class PixelEncoder(nn.Module):
     return nn.with_logical_constraint(x, IMAGE_AXES)
 
 
-class PixelDecoder(nn.Module):
+class PixelDecoder(_PixelCNN):
   """VQGAN-style CNN decoder of the pixel branch (mirror of PixelEncoder).
 
   1x1 `post_quant_conv` -> conv_in -> mid (ResBlock, attention, ResBlock) ->
@@ -281,19 +285,6 @@ class PixelDecoder(nn.Module):
   the lowest level) and a nearest-neighbour 2x upsample + conv3x3 (all but
   the finest level) -> GroupNorm, swish, conv3x3 to 3 channels.
   """
-  channels: int = 128
-  channel_mults: tuple[int, ...] = (1, 1, 2, 2, 4)
-  num_res_blocks: int = 2
-  latent_dim: int = 8
-  num_groups: int = 32
-  attention: bool = True  # At the lowest level and in the mid block.
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
-
-  @property
-  def downsample(self) -> int:
-    """The spatial upsampling factor f = 2 ** (len(channel_mults) - 1)."""
-    return 2 ** (len(self.channel_mults) - 1)
 
   @nn.compact
   def __call__(self, latent_BhwC: jax.Array) -> jax.Array:
