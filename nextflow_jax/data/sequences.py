@@ -108,7 +108,8 @@ def interpolation_matrix(out_size: int, in_size: int,
                          method: str) -> np.ndarray:
   """(out, in) weights R with Up(x) = R @ x along one axis (linear resize)."""
   eye = np.eye(in_size, dtype=np.float32)
-  r = jax.image.resize(eye, (out_size, in_size), method=method)
+  with jax.ensure_compile_time_eval():  # also when called under jit
+    r = jax.image.resize(eye, (out_size, in_size), method=method)
   return np.asarray(r, np.float32)
 
 
