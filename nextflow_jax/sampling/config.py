@@ -19,7 +19,7 @@ and the unconditional branch reads `negative_prompt` ("" = the empty
 prompt that `data.condition_dropout` trained). Defaults follow VRL's use of
 VAR's procedure with NextFlow (cfg 5, top-k 2, top-p 0.9 at 1024 px,
 nextflow-method.md section 8.2) softened for small models: cfg 3 with the
-linear ramp, top-k 0 (off), top-p 0.95.
+linear ramp, top-k None (off), top-p 0.95.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ class SamplingConfig:
     guidance, guidance_schedule, guidance_list, guidance_cutoff,
       negative_prompt: classifier-free guidance (module docstring);
       guidance 0 with "constant" turns CFG off (no unconditional rows).
-    temperature, top_k, top_p: visual sampling, per scale or one value.
+    temperature, top_k, top_p: visual sampling, per scale or one value
+      (top_k None = off).
     text_max_new_tokens: longest generated text.
     text_temperature, text_top_k, text_top_p: text sampling (temperature
       0 = greedy).
@@ -67,11 +68,11 @@ class SamplingConfig:
   guidance_cutoff: int = 0
   negative_prompt: str = ""
   temperature: float | tuple[float, ...] = 1.0
-  top_k: int | tuple[int, ...] = 0
+  top_k: int | None | tuple[int | None, ...] = None
   top_p: float | tuple[float, ...] = 0.95
   text_max_new_tokens: int = 48
   text_temperature: float = 0.0
-  text_top_k: int = 0
+  text_top_k: int | None = None
   text_top_p: float = 1.0
   stop_tokens: tuple[int, ...] = (vocab.EOS_ID,)
 
@@ -87,9 +88,9 @@ class SamplingConfig:
                        "(0 = no cut-off).")
     for name in ("top_k", "text_top_k"):
       for k in _as_tuple(getattr(self, name)):
-        if int(k) != k or k < 0:
+        if k is not None and (int(k) != k or k < 1):
           raise ValueError(f"{name}={getattr(self, name)}: top-k must be a "
-                           "positive integer, or 0 for off.")
+                           "positive integer, or None for no top-k.")
     for name in ("top_p", "text_top_p"):
       for p in _as_tuple(getattr(self, name)):
         if not 0 < p <= 1:

@@ -6,8 +6,8 @@ All functions are pure and jittable. Semantics (VAR's `helpers.py`, the
 HuggingFace convention for temperature):
 
   * temperature T: logits / T; T = 0 means greedy (arg-max).
-  * top-k (k > 0): keep the k largest logits (ties at the k-th value are
-    decided by `lax.top_k`'s order, i.e. exactly k survive); k = 0: off.
+  * top-k (k >= 1): keep the k largest logits (ties at the k-th value are
+    decided by `lax.top_k`'s order, i.e. exactly k survive); None: off.
   * top-p (0 < p <= 1): among what top-k kept, keep the smallest set of
     highest-probability tokens whose cumulative probability is >= p (the
     arg-max always survives); p = 1: off.
@@ -30,23 +30,29 @@ def guide(cond: jax.Array, uncond: jax.Array,
   return cond + weight * (cond - uncond)
 
 
-def top_k_top_p(logits: jax.Array, top_k: int, top_p: jax.Array | float,
+def top_k_top_p(logits: jax.Array, top_k: int | None,
+                top_p: jax.Array | float,
                 temperature: jax.Array | float = 1.0
                 ) -> tuple[jax.Array, jax.Array]:
   """Filters the last axis of `logits`.
 
   Args:
     logits: (..., V) float logits.
-    top_k: static int; 0 keeps all V candidates.
+    top_k: static int >= 1, or None to keep all V candidates.
     top_p: scalar in (0, 1].
     temperature: scalar > 0 (applied before top-p).
 
   Returns:
     (candidate logits (..., k) with filtered-out entries at -inf, their
     vocabulary ids (..., k) int32), sorted by decreasing logit.
+
+  Raises:
+    ValueError: top_k < 1.
   """
   vocab_size = logits.shape[-1]
-  k = vocab_size if top_k <= 0 else min(top_k, vocab_size)
+  if top_k is not None and top_k < 1:
+    raise ValueError(f"top_k={top_k} must be >= 1, or None for no top-k.")
+  k = vocab_size if top_k is None else min(top_k, vocab_size)
   values, ids = jax.lax.top_k(logits.astype(jnp.float32), k)
   values = values / jnp.maximum(jnp.asarray(temperature, jnp.float32), 1e-6)
   probs = jax.nn.softmax(values, axis=-1)
@@ -57,7 +63,7 @@ def top_k_top_p(logits: jax.Array, top_k: int, top_p: jax.Array | float,
   return jnp.where(keep, values, -jnp.inf), ids.astype(jnp.int32)
 
 
-def sample(logits: jax.Array, key: jax.Array, *, top_k: int,
+def sample(logits: jax.Array, key: jax.Array, *, top_k: int | None,
            top_p: jax.Array | float, temperature: jax.Array | float
            ) -> jax.Array:
   """Draws one id per row of `logits` (..., V) -> (...) int32.
@@ -70,7 +76,7 @@ def sample(logits: jax.Array, key: jax.Array, *, top_k: int,
   return jnp.take_along_axis(ids, choice[..., None], axis=-1)[..., 0]
 
 
-def sample_rows(logits: jax.Array, keys: jax.Array, *, top_k: int,
+def sample_rows(logits: jax.Array, keys: jax.Array, *, top_k: int | None,
                 top_p: jax.Array | float, temperature: jax.Array | float
                 ) -> jax.Array:
   """`sample` with one key per batch row: (B, ..., V), (B,) keys -> (B, ...).

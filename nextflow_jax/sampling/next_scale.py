@@ -77,7 +77,7 @@ def block_fields(prev_codes: jax.Array, schedule: scales.Schedule, k: int,
 def sample_image(model: nextflow.NextFlow, params: Any,
                  state: state_lib.DecodeState, *, schedule: scales.Schedule,
                  layout: sequences.Layout, keys: jax.Array,
-                 top_k: Sequence[int], temperature: jax.Array,
+                 top_k: Sequence[int | None], temperature: jax.Array,
                  top_p: jax.Array, guidance: jax.Array, cfg: bool,
                  active: jax.Array, return_logits: bool = False
                  ) -> tuple[state_lib.DecodeState, list[jax.Array],
@@ -91,7 +91,7 @@ def sample_image(model: nextflow.NextFlow, params: Any,
     schedule: the K scales to generate.
     layout: the training layout (rope range, upsampling).
     keys: (B,) one key per conditional row.
-    top_k: K static ints (0 = off).
+    top_k: K static ints (None = off).
     temperature, top_p, guidance: (K,) per-scale values.
     cfg: whether the batch carries unconditional twins.
     active: (rows,) bool; inactive rows write padding (see `state`).
@@ -122,7 +122,7 @@ def sample_image(model: nextflow.NextFlow, params: Any,
       logits = filters.guide(logits[:batch_size], logits[batch_size:],
                              guidance[k])
     scale_keys = jax.vmap(lambda key: jax.random.fold_in(key, k))(keys)  # pylint: disable=cell-var-from-loop
-    sampled = filters.sample_rows(logits, scale_keys, top_k=int(top_k[k]),
+    sampled = filters.sample_rows(logits, scale_keys, top_k=top_k[k],
                                   top_p=top_p[k], temperature=temperature[k])
     codes.append(sampled.reshape(batch_size, *schedule[k]))
     previous = jnp.concatenate([sampled, sampled]) if cfg else sampled
@@ -145,8 +145,8 @@ def cache_length(prompt_len: int, schedule: scales.Schedule,
 
 
 def make_generate(model: nextflow.NextFlow, *, schedule: scales.Schedule,
-                  layout: sequences.Layout, top_k: Sequence[int], cfg: bool,
-                  return_logits: bool = False):
+                  layout: sequences.Layout, top_k: Sequence[int | None],
+                  cfg: bool, return_logits: bool = False):
   """A jitted `(params, prompts, time, block, keys, knobs) -> codes, logits`.
 
   prompts / time / block come from `state.stack_prompts` (2B rows with CFG:
@@ -154,7 +154,7 @@ def make_generate(model: nextflow.NextFlow, *, schedule: scales.Schedule,
   knobs = {"temperature", "top_p", "guidance"}, each (K,). The prefill and
   all K scale steps are one compiled program.
   """
-  top_k = tuple(int(k) for k in top_k)
+  top_k = tuple(None if k is None else int(k) for k in top_k)
   schedule = tuple(tuple(s) for s in schedule)
 
   def generate(params, prompts, time, block, keys, knobs):

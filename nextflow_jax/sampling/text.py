@@ -31,7 +31,7 @@ NEVER_SAMPLED = (vocab.PAD_ID, vocab.BOS_ID, vocab.EOI_ID)
 def sample_text(model: nextflow.NextFlow, params: Any,
                 state: state_lib.DecodeState, last_hidden: jax.Array, *,
                 keys: jax.Array, max_new_tokens: int, vocab_size: int,
-                stop_tokens: Sequence[int], top_k: int,
+                stop_tokens: Sequence[int], top_k: int | None,
                 temperature: jax.Array | float, top_p: jax.Array | float,
                 active: jax.Array, return_logits: bool = False
                 ) -> tuple[state_lib.DecodeState, dict[str, jax.Array]]:
@@ -108,7 +108,7 @@ def sample_text(model: nextflow.NextFlow, params: Any,
 
 
 def make_generate(model: nextflow.NextFlow, *, max_new_tokens: int,
-                  vocab_size: int, stop_tokens: Sequence[int], top_k: int,
+                  vocab_size: int, stop_tokens: Sequence[int], top_k: int | None,
                   return_logits: bool = False):
   """A jitted `(params, prompts, time, block, keys, knobs) -> result`.
 

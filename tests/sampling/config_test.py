@@ -44,7 +44,8 @@ def test_per_scale_knobs_and_schedules():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(top_k=0.5), "top-k must be a positive integer"),
-    (dict(top_k=-1), "top-k must be a positive integer"),
+    (dict(top_k=0), "top-k must be a positive integer"),
+    (dict(text_top_k=-1), "top-k must be a positive integer"),
     (dict(top_p=0.0), r"top-p must be in \(0, 1\]"),
     (dict(text_top_p=1.5), r"top-p must be in \(0, 1\]"),
     (dict(temperature=-1.0), "must be >= 0"),
@@ -65,7 +66,7 @@ def test_guidance_list_of_the_wrong_length_raises():
 
 
 def test_json_round_trip_and_unknown_keys():
-  c = config_lib.SamplingConfig(seed=7, top_k=(1, 2), stop_tokens=(3, 4))
+  c = config_lib.SamplingConfig(seed=7, top_k=(None, 2), stop_tokens=(3, 4))
   assert config_lib.SamplingConfig.from_json(c.to_json()) == c
   with pytest.raises(ValueError, match=r"unknown sampling keys \['cfg'\]"):
     config_lib.SamplingConfig.from_dict({"cfg": 3})

@@ -27,7 +27,7 @@ def _reference_kept(logits, top_k, top_p, temperature):
   return set(kept)
 
 
-@pytest.mark.parametrize("top_k", [0, 1, 5, 64])
+@pytest.mark.parametrize("top_k", [None, 1, 5, 64])
 @pytest.mark.parametrize("top_p", [0.3, 0.9, 1.0])
 @pytest.mark.parametrize("temperature", [0.5, 1.0])
 def test_filters_match_numpy(top_k, top_p, temperature):
@@ -55,8 +55,15 @@ def test_zero_temperature_is_greedy_and_guidance_is_vars_form():
   logits = jnp.asarray([[0.1, 2.0, 1.9], [3.0, -1.0, 0.0]])
   keys = jax.random.split(jax.random.key(0), 2)
   np.testing.assert_array_equal(
-      filters.sample_rows(logits, keys, top_k=0, top_p=1.0, temperature=0.0),
+      filters.sample_rows(logits, keys, top_k=None, top_p=1.0,
+                          temperature=0.0),
       [1, 0])
   cond, uncond = jnp.asarray([1.0, 2.0]), jnp.asarray([0.5, 3.0])
   np.testing.assert_allclose(filters.guide(cond, uncond, 0.0), cond)
   np.testing.assert_allclose(filters.guide(cond, uncond, 2.0), [2.0, 0.0])
+
+
+@pytest.mark.parametrize("top_k", [0, -3])
+def test_top_k_below_one_raises(top_k):
+  with pytest.raises(ValueError, match=f"top_k={top_k} must be >= 1"):
+    filters.top_k_top_p(jnp.zeros((4,)), top_k, 1.0)

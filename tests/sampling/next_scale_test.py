@@ -49,7 +49,7 @@ def setup():
       {"params": p}, model.apply({"params": p}, b),
       method=model.visual_logits))
   gens = {cfg: next_scale.make_generate(
-      model, schedule=SCHEDULE, layout=LAYOUT, top_k=(0, 5, 0, 10), cfg=cfg,
+      model, schedule=SCHEDULE, layout=LAYOUT, top_k=(None, 5, None, 10), cfg=cfg,
       return_logits=True) for cfg in (False, True)}
   return types.SimpleNamespace(model=model, params=params, forward=forward,
                                gens=gens)

@@ -38,7 +38,7 @@ def setup():
     if stops not in gen:
       gen[stops] = text.make_generate(
           model, max_new_tokens=NEW, vocab_size=VOCAB, stop_tokens=stops,
-          top_k=0, return_logits=True)
+          top_k=None, return_logits=True)
     return gen[stops]
 
   return types.SimpleNamespace(model=model, params=params, forward=forward,
