@@ -35,6 +35,10 @@ def _base() -> ml_collections.ConfigDict:
   c.extract.top_k = 8  # not given by the paper
   c.extract.temperature = 1.0
   c.extract.residual_from = "inputs"  # or "targets"
+  # "" = the tokenizer's training schedule. Any schedule ending at the
+  # tokenizer's latent grid works, e.g. "8" (64 px): one 8x8 scale, plain VQ
+  # of the latent, the codes of a raster-order baseline.
+  c.extract.schedule = ""
   # Add "frames" for the video task (the cpu pretraining preset has none:
   # 8 frames of 155 tokens do not fit its 512-token rows).
   c.extract.image_fields = ("image", "edited_image")

@@ -15,6 +15,14 @@ name the tokenizer (schedule, codebook, text tokenizer).
       --workdir=runs/nextflow --config.data.codes_dir=runs/codes
   # Qwen2.5-1.5B / -7B shapes on a GPU/TPU slice (bf16, FSDP):
   python -m nextflow_jax.main --config=configs/nextflow.py:7b ...
+  # The raster-order baseline: single-scale codes of the same tokenizer
+  # (rate 0: plain teacher forcing), then the same model in raster order:
+  python -m nextflow_jax.main --config=configs/extract.py:cpu \
+      --workdir=runs/codes_raster --config.tokenizer_workdir=runs/tok \
+      --config.extract.schedule=8 --config.extract.rate=0
+  python -m nextflow_jax.main --config=configs/nextflow.py:cpu \
+      --workdir=runs/raster --config.data.codes_dir=runs/codes_raster \
+      --config.layout.image_order=raster
 """
 
 import ml_collections
@@ -47,6 +55,9 @@ def _base() -> ml_collections.ConfigDict:
   c.layout.rope_range = 64.0  # C of the multi-scale 3-D RoPE
   c.layout.alpha = 0.0  # scale reweighting (paper: 0.9 from 512 px on)
   c.layout.context_final_block = False
+  # "raster": the baseline writing one token at a time in raster order; it
+  # needs single-scale codes (configs/extract.py, extract.schedule).
+  c.layout.image_order = "next_scale"
 
   c.model = ml_collections.ConfigDict()
   c.model.text_vocab_size = 1024  # >= the text tokenizer's size

@@ -116,7 +116,7 @@ def _coerce(key: str, raw: str, current: Any) -> Any:
     return raw.lower() in ("true", "1")
   if isinstance(current, (tuple, list)):
     parts = [p for p in raw.split(";") if p]  # ';' since ',' separates items.
-    elem = current[0] if current else ""
+    elem = current[0] if current else None  # empty: literal or string
     return tuple(_coerce(key, p, elem) for p in parts)
   try:
     value = ast.literal_eval(raw)
@@ -179,6 +179,14 @@ def validate(config: ml_collections.ConfigDict, workdir: str | None,
     if ext.residual_from not in ("inputs", "targets"):
       raise ConfigError("extract.residual_from", ext.residual_from,
                         "choose 'inputs' or 'targets'.")
+    if ext.schedule:  # Its last scale is checked against the tokenizer's.
+      try:
+        scales.validate_schedule(scales.parse_schedule(ext.schedule),
+                                 name="extract.schedule")
+      except ValueError as e:
+        raise ConfigError("extract.schedule", ext.schedule, str(e))
+  if "sample" in config:
+    _validate_sample(config.sample)
   if "train" in config:
     for key in ("num_steps", "log_every_steps", "ckpt_every_steps",
                 "eval_every_steps", "keep_checkpoints"):
@@ -187,6 +195,26 @@ def validate(config: ml_collections.ConfigDict, workdir: str | None,
                           "must be a positive integer.")
   if workdir is not None:
     check_workdir(workdir)
+
+
+def _validate_sample(sample) -> None:
+  from nextflow_jax.trainers import sample as sample_trainer  # pylint: disable=g-import-not-at-top
+  if not sample.model_workdir or not os.path.isdir(
+      os.path.join(sample.model_workdir, "checkpoints")):
+    raise ConfigError("sample.model_workdir", sample.model_workdir,
+                      "give the --workdir of a pretrained model (it must "
+                      "hold checkpoints/).")
+  unknown = [t for t in sample.tasks if t not in sample_trainer.TASKS]
+  if unknown or not sample.tasks:
+    raise ConfigError("sample.tasks", list(sample.tasks),
+                      f"choose from {list(sample_trainer.TASKS)}.")
+  if sample.num_examples < 1:
+    raise ConfigError("sample.num_examples", sample.num_examples,
+                      "must be positive.")
+  try:
+    sample_trainer.from_config_dict(sample.sampling)
+  except ValueError as e:
+    raise ConfigError("sample.sampling", "", str(e))
 
 
 def _validate_sharding(config) -> tuple[int, ...]:
@@ -271,6 +299,37 @@ def _validate_sequences(config) -> None:
                       f"must divide model.num_heads={model.num_heads}.")
   if config.layout.alpha < 0:
     raise ConfigError("layout.alpha", config.layout.alpha, "must be >= 0.")
+  _validate_image_order(config)
+
+
+def _validate_image_order(config) -> None:
+  """`layout.image_order`; raster order needs single-scale codes."""
+  # pylint: disable=g-import-not-at-top
+  from nextflow_jax.data import records
+  from nextflow_jax.data import sequences
+  from nextflow_jax.trainers import pretrain
+  # pylint: enable=g-import-not-at-top
+  layout = config.layout
+  if layout.image_order not in sequences.IMAGE_ORDERS:
+    raise ConfigError("layout.image_order", layout.image_order,
+                      f"choose one of {list(sequences.IMAGE_ORDERS)}.")
+  if layout.image_order != "raster":
+    return
+  if layout.context_final_block:
+    raise ConfigError("layout.context_final_block", True,
+                      "applies to next-scale order only (raster context "
+                      "images get every cell); set it to False.")
+  try:  # The codes' schedule, when the extraction is already there.
+    folder = pretrain.code_folders(config.data.codes_dir, config.data.split)[0]
+    schedule = scales.parse_schedule(
+        records.read_manifest(folder)["schedule"])
+  except (OSError, ValueError, KeyError):
+    return  # pretrain.run reports a missing or broken extraction.
+  try:
+    sequences.check_image_order("raster", schedule)
+  except ValueError as e:
+    raise ConfigError("layout.image_order", "raster",
+                      f"the codes in {folder}: {e}")
 
 
 def _validate_tokenizer(config) -> None:

@@ -30,6 +30,7 @@ import flax
 import jax
 import numpy as np
 from PIL import Image
+from PIL import ImageDraw
 
 
 def average_metrics(*names: str) -> type[clu_metrics.Collection]:
@@ -151,6 +152,38 @@ def image_grid(images: np.ndarray, num_cols: int | None = None,
     y, x = pad + r * (h + pad), pad + col * (w + pad)
     grid[y:y + h, x:x + w] = images[i]
   return grid
+
+
+def labeled_grid(rows: list[list[np.ndarray]], labels: list[str], *,
+                 tile: int = 128, band: int = 36) -> np.ndarray:
+  """Rows of images, each row captioned: uint8 grid (prompts under images).
+
+  Args:
+    rows: per row, images (H, W, 3) (uint8 or [-1, 1] float), upscaled
+      (nearest) so that their height is `tile`.
+    labels: one text per row, wrapped into a `band`-pixel strip below it.
+  """
+  strips = []
+  width = 0
+  for images, label in zip(rows, labels):
+    tiles = []
+    for image in images:
+      image = to_uint8(image)
+      scale = max(1, tile // image.shape[0])
+      tiles.append(np.repeat(np.repeat(image, scale, 0), scale, 1))
+    strip = image_grid(np.stack(tiles), num_cols=len(tiles))
+    canvas = Image.new("RGB", (strip.shape[1], strip.shape[0] + band),
+                       "white")
+    canvas.paste(Image.fromarray(strip), (0, 0))
+    chars = max(8, strip.shape[1] // 6)
+    lines = [label[i:i + chars] for i in range(0, len(label), chars)][:3]
+    ImageDraw.Draw(canvas).multiline_text((4, strip.shape[0] + 1),
+                                          "\n".join(lines), fill="black")
+    strips.append(np.asarray(canvas))
+    width = max(width, canvas.width)
+  padded = [np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0)),
+                   constant_values=255) for s in strips]
+  return np.concatenate(padded, 0)
 
 
 def save_png(path: str, image: np.ndarray) -> None:

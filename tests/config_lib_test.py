@@ -9,6 +9,7 @@ import pytest
 
 from nextflow_jax import config_lib
 from nextflow_jax import trainers
+from nextflow_jax.data import records
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
 CONFIG_FILES = sorted(f for f in os.listdir(CONFIG_DIR) if f.endswith(".py"))
@@ -29,7 +30,10 @@ def test_every_preset_loads_and_validates(name, preset, tmp_path):
   if "tokenizer_workdir" in config:  # Needs a trained tokenizer's workdir.
     (tmp_path / "tok" / "checkpoints").mkdir(parents=True)
     config.tokenizer_workdir = str(tmp_path / "tok")
-  if "codes_dir" in config.data:  # Needs an extraction's workdir.
+  if "sample" in config:  # Needs a pretrained model's workdir.
+    (tmp_path / "model" / "checkpoints").mkdir(parents=True)
+    config.sample.model_workdir = str(tmp_path / "model")
+  if "codes_dir" in config.get("data", {}):  # Needs an extraction's workdir.
     (tmp_path / "codes" / "codes").mkdir(parents=True)
     config.data.codes_dir = str(tmp_path / "codes")
   config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
@@ -81,7 +85,8 @@ def test_bad_args(arg, match):
     ("sharding.mesh", (3, 1, 1), r"covers 3 devices but 4 are available"),
     ("sharding.rules", "zero3", r"not a rule set; choose one of"),
     ("trainer", "pretrain_everything",
-     r"choose one of \['extract', 'prepare_data', 'pretrain', 'tokenizer'\]"),
+     r"choose one of \['extract', 'prepare_data', 'pretrain', 'sample', "
+     r"'tokenizer'\]"),
 ])
 def test_each_bad_value_fails_with_its_message(key, value, match, tmp_path):
   config = data_config()
@@ -128,6 +133,8 @@ def test_tokenizer_config_errors(key, value, match, tmp_path):
     ("extract.rate", 1.5, r"must be in \[0, 1\]"),
     ("extract.top_k", 1, r"must be >= 2"),
     ("extract.temperature", 0.0, r"must be > 0"),
+    ("extract.schedule", "4,2", r"extract.schedule=4x4,2x2 is not "
+     r"increasing"),
 ])
 def test_extract_config_errors(key, value, match, tmp_path):
   config = load("extract.py").get_config("mu")
@@ -153,6 +160,8 @@ def test_pixel_stage_needs_the_semantic_branch_off(tmp_path):
     ("data.task_weights", (1.0,), r"one positive weight per task"),
     ("data.packing", "best", r"choose 'first_fit' or 'none'"),
     ("model.num_kv_heads", 3, r"must divide model.num_heads=4"),
+    ("layout.image_order", "zigzag", r"choose one of \['next_scale', "
+     r"'raster'\]"),
 ])
 def test_pretrain_config_errors(key, value, match, tmp_path):
   config = load("nextflow.py").get_config("mu")
@@ -162,3 +171,57 @@ def test_pretrain_config_errors(key, value, match, tmp_path):
   (config[section] if section else config)[leaf] = value
   with pytest.raises(config_lib.ConfigError, match=match):
     config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+
+
+@pytest.mark.parametrize("schedule,match", [
+    ("1x1,2x2,4x4", r"config.layout.image_order='raster' is invalid: the "
+     r"codes in .*: raster image order needs single-scale codes.*"
+     r"extract.schedule=4x4"),
+    ("4x4", None),
+])
+def test_raster_order_needs_single_scale_codes(schedule, match, tmp_path):
+  config = load("nextflow.py").get_config("mu,layout.image_order=raster")
+  folder = tmp_path / "codes" / "codes" / "train"
+  folder.mkdir(parents=True)
+  records.write_manifest(str(folder), [], 0, [], schedule=schedule)
+  config.data.codes_dir = str(tmp_path / "codes")
+  if match is None:
+    config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+  else:
+    with pytest.raises(config_lib.ConfigError, match=match):
+      config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+  config.layout.context_final_block = True
+  with pytest.raises(config_lib.ConfigError, match=r"context_final_block="
+                     r"True is invalid: applies to next-scale order only"):
+    config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+
+
+def sample_config(arg="mu"):
+  return load("sample.py").get_config(arg)
+
+
+@pytest.mark.parametrize("arg,key,match", [
+    ("sample.sampling.top_p=1.5;0.9", "sample.sampling",
+     r"top-p must be in \(0, 1\]"),
+    ("sample.sampling.top_k=0", "sample.sampling", "top-k must be a positive"),
+    ("sample.sampling.guidance_schedule=cosine", "sample.sampling",
+     "guidance_schedule='cosine'"),
+    ("sample.tasks=t2i;paint", "sample.tasks", "choose from"),
+])
+def test_bad_sampling_values_fail_up_front(arg, key, match, tmp_path):
+  (tmp_path / "model" / "checkpoints").mkdir(parents=True)
+  config = sample_config(f"mu,{arg},sample.model_workdir={tmp_path}/model")
+  with pytest.raises(config_lib.ConfigError, match=match) as e:
+    config_lib.validate(config, str(tmp_path / "out"))
+  assert key in str(e.value)
+
+
+def test_sampling_overrides_round_trip_into_the_dataclass():
+  from nextflow_jax.trainers import sample  # pylint: disable=g-import-not-at-top
+  config = sample_config("mu,sample.sampling.top_k=5,"
+                         "sample.sampling.temperature=1;0.5;0.2,"
+                         "sample.sampling.guidance_list=1;2;3")
+  knobs = sample.from_config_dict(config.sample.sampling)
+  assert knobs.top_k == 5 and knobs.temperature == (1.0, 0.5, 0.2)
+  assert knobs.guidance_list == (1, 2, 3)
+  assert sample.from_config_dict(sample.to_config_dict(knobs)) == knobs

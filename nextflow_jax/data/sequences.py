@@ -5,8 +5,9 @@
 Training, sampling and evaluation all build sequences here, so train-time
 and sample-time layouts cannot drift apart.
 
-Layout of an image with schedule ((h_1, w_1), ..., (h_K, w_K))
-(nextflow-method.md section 4.2):
+Layout of an image with schedule ((h_1, w_1), ..., (h_K, w_K)) in the
+default next-scale order (`Layout.image_order = "next_scale"`,
+nextflow-method.md section 4.2):
 
   ... text | <boi> | B_2 | B_3 | ... | B_K | <eoi> | text ...
 
@@ -42,6 +43,33 @@ and the blocks: the sinusoidal scale-length embedding; 0 for text).
 Loss weights: text targets weigh 1 where supervised. Visual targets of
 scale s weigh k_s = (h_s w_s)^-alpha, normalised so they sum to the image's
 token count (alpha = 0 gives plain cross-entropy; section 5.2).
+
+Raster order (`Layout.image_order = "raster"`, the baseline: the same
+backbone writing the final grid one token at a time). An image must then
+have a single scale (h, w), n = h * w cells in row-major order; extract
+such codes with `extract.schedule` (configs/extract.py). Layout:
+
+  ... text | <boi> | c_0 | c_1 | ... | c_{n-2} | <eoi> | text ...
+
+  * <boi> (num_scales 1) predicts cell 0. Position c_i is fed the code of
+    cell i (one tap: `inputs[i]` with weight 1, so the embedding is
+    E[code] -> connector MLP as for the scale blocks) and predicts
+    `targets[i + 1]`; every position is its own block (causal, like text).
+    As in next-scale order the fed codes are the `inputs` stream and the
+    predicted ones the `targets`; extract with `extract.rate = 0` for plain
+    teacher forcing.
+  * RoPE: c_i gets (b + 1 + i, row_i, col_i). The time advances by one per
+    token, as for text, so it orders the cells like the 1-D position of a
+    raster LLM (a shared time for the whole grid would leave only row/col
+    to tell cells apart); row/col are the *fed* cell's grid coordinates,
+    C / sqrt(h w) (r + 0.5) as for a scale block. <eoi> is at b + n and
+    text resumes at b + n + 1: an image costs n + 1 time steps.
+  * Every cell position has scale_ids 1 and num_scales 1; all visual
+    targets weigh 1 (one scale: alpha has no effect).
+  * Context images (loss off) get all n cells, c_0 .. c_{n-1} (c_{n-1}
+    predicts nothing), so the model sees the whole image; <eoi> is then at
+    b + n + 1. (This is what `context_final_block` gives next-scale order,
+    which is why that option is refused in raster order.)
 """
 
 from __future__ import annotations
@@ -59,6 +87,9 @@ from nextflow_jax import scales
 from nextflow_jax.text import vocab
 
 MAX_TAPS = 16  # bicubic upsampling reads at most 4x4 source cells
+IMAGE_ORDERS = ("next_scale", "raster")
+_NO_CODES = np.zeros(MAX_TAPS, np.int32)
+_NO_WEIGHTS = np.zeros(MAX_TAPS, np.float32)
 FIELDS = ("tokens", "positions", "visual_codes", "visual_weights",
           "is_visual", "block_ids", "scale_ids", "num_scales", "targets",
           "target_is_visual", "target_scales", "loss_weights", "task_ids")
@@ -96,11 +127,33 @@ class Layout:
       the tokenizer's (`jax.image.resize` method).
     alpha: scale reweighting exponent (paper: 0.9 from 512 px on).
     context_final_block: give context images a block of final-scale codes.
+    image_order: "next_scale" (NextFlow) or "raster" (the baseline: one
+      token at a time over a single-scale grid).
   """
   rope_range: float = 64.0
   upsample_method: str = "bicubic-pytorch"
   alpha: float = 0.0
   context_final_block: bool = False
+  image_order: str = "next_scale"
+
+  def __post_init__(self):
+    if self.image_order not in IMAGE_ORDERS:
+      raise ValueError(f"image_order={self.image_order!r} is unknown; choose "
+                       f"one of {list(IMAGE_ORDERS)}.")
+    if self.image_order == "raster" and self.context_final_block:
+      raise ValueError("context_final_block applies to next-scale order "
+                       "only (raster context images always get every cell); "
+                       "set it to False.")
+
+
+def check_image_order(image_order: str, schedule: scales.Schedule) -> None:
+  """Raises ValueError unless codes of `schedule` fit `image_order`."""
+  if image_order == "raster" and len(schedule) != 1:
+    raise ValueError(
+        f"raster image order needs single-scale codes, but the schedule is "
+        f"{scales.format_schedule(schedule)} ({len(schedule)} scales); "
+        f"extract codes with a single-scale schedule (configs/extract.py: "
+        f"extract.schedule={schedule[-1][0]}x{schedule[-1][1]}).")
 
 
 @functools.lru_cache(maxsize=None)
@@ -168,83 +221,134 @@ def build(parts: Sequence[Text | Image], layout: Layout, *,
   Returns:
     dict of FIELDS, each with leading length n (positions (n, 3),
     visual_codes / visual_weights (n, MAX_TAPS)).
+
+  Raises:
+    ValueError: an image with inconsistent or out-of-range codes, or with
+      several scales in raster order.
   """
-  cols: dict[str, list] = {f: [] for f in FIELDS}
-  own_loss: list[bool] = []  # supervise predicting this position's token
+  doc = _Document(task_id)
+  image_layout = (_raster_image if layout.image_order == "raster" else
+                  _next_scale_image)
   t = 0
-  block = 0
-
-  def add(token, pos, codes, weights, is_visual, scale_id, num_scales,
-          target=0, target_is_visual=False, target_scale=0, weight=0.0,
-          supervised=False, new_block=True):
-    nonlocal block
-    if new_block:
-      block += 1
-    cols["tokens"].append(token)
-    cols["positions"].append(pos)
-    cols["visual_codes"].append(codes)
-    cols["visual_weights"].append(weights)
-    cols["is_visual"].append(is_visual)
-    cols["block_ids"].append(block)
-    cols["scale_ids"].append(scale_id)
-    cols["num_scales"].append(num_scales)
-    cols["targets"].append(target)
-    cols["target_is_visual"].append(target_is_visual)
-    cols["target_scales"].append(target_scale)
-    cols["loss_weights"].append(weight)
-    cols["task_ids"].append(task_id)
-    own_loss.append(supervised)
-
-  no_codes = np.zeros(MAX_TAPS, np.int32)
-  no_weights = np.zeros(MAX_TAPS, np.float32)
   for part in parts:
     if isinstance(part, Text):
       for token in part.ids:
-        add(int(token), (t, t, t), no_codes, no_weights, False, 0, 0,
-            supervised=part.loss)
+        doc.add(int(token), (t, t, t), supervised=part.loss)
         t += 1
       continue
     schedule = _check_image(part, codebook_size)
-    num = len(schedule)
-    kw = scale_weights(schedule, layout.alpha)
-    b = t
-    # <boi> predicts scale 1.
-    add(vocab.BOI_ID, (b, b, b), no_codes, no_weights, False, 0, num,
-        target=int(part.targets[0].ravel()[0]), target_is_visual=True,
-        target_scale=1, weight=float(kw[0]) * part.loss, supervised=part.loss)
-    blocks = list(range(1, num))
-    if layout.context_final_block and not part.loss:
-      blocks.append(num)
-    for k in blocks:  # Block for scale k+1 (0-based k), inputs of scale k.
-      src = schedule[k - 1]
-      dst = schedule[k] if k < num else schedule[-1]
-      index, weight = interpolation_taps(tuple(src), tuple(dst),
-                                         layout.upsample_method)
-      codes = np.asarray(part.inputs[k - 1]).ravel()[index]
-      rowcol = image_positions(schedule, min(k, num - 1), layout.rope_range)
-      targets = (np.asarray(part.targets[k]).ravel() if k < num else
-                 np.zeros(len(index), np.int64))
-      block += 1
-      for cell in range(len(index)):
-        add(0, (b + k, *rowcol[cell]), codes[cell], weight[cell], True,
-            k + 1, num, target=int(targets[cell]),
-            target_is_visual=k < num, target_scale=k + 1 if k < num else 0,
-            weight=float(kw[k]) * part.loss if k < num else 0.0,
-            new_block=False)
-    t = b + len(blocks) + 1
-    add(vocab.EOI_ID, (t, t, t), no_codes, no_weights, False, 0, 0)
+    check_image_order(layout.image_order, schedule)
+    t = image_layout(doc, part, schedule, t, layout)
+    doc.add(vocab.EOI_ID, (t, t, t))
     t += 1
-  out = {f: np.asarray(v) for f, v in cols.items()}
-  # Text-like positions predict the next token when it is a text token.
-  n = len(own_loss)
-  is_text_input = ~out["is_visual"]
-  next_is_text = np.zeros(n, bool)
-  next_is_text[:-1] = is_text_input[1:]
-  predicts_text = is_text_input & ~out["target_is_visual"] & next_is_text
-  idx = np.nonzero(predicts_text)[0]
-  out["targets"][idx] = out["tokens"][idx + 1]
-  out["loss_weights"][idx] = np.asarray(own_loss, np.float32)[idx + 1]
-  return _cast(out)
+  return doc.finish()
+
+
+class _Document:
+  """The columns of a document being laid out (see `build`)."""
+
+  def __init__(self, task_id: int):
+    self.cols: dict[str, list] = {f: [] for f in FIELDS}
+    self.own_loss: list[bool] = []  # supervise predicting this position
+    self.block = 0
+    self.task_id = task_id
+
+  def add(self, token: int, pos: tuple[float, float, float],
+          codes: np.ndarray = _NO_CODES, weights: np.ndarray = _NO_WEIGHTS,
+          is_visual: bool = False, scale_id: int = 0, num_scales: int = 0, *,
+          target: int = 0, target_is_visual: bool = False,
+          target_scale: int = 0, weight: float = 0.0,
+          supervised: bool = False, new_block: bool = True) -> None:
+    """Appends one position (defaults: a text-like position)."""
+    if new_block:
+      self.block += 1
+    values = {"tokens": token, "positions": pos, "visual_codes": codes,
+              "visual_weights": weights, "is_visual": is_visual,
+              "block_ids": self.block, "scale_ids": scale_id,
+              "num_scales": num_scales, "targets": target,
+              "target_is_visual": target_is_visual,
+              "target_scales": target_scale, "loss_weights": weight,
+              "task_ids": self.task_id}
+    for f in FIELDS:
+      self.cols[f].append(values[f])
+    self.own_loss.append(supervised)
+
+  def finish(self) -> dict[str, np.ndarray]:
+    """The FIELDS arrays, text positions predicting the next text token."""
+    out = {f: np.asarray(v) for f, v in self.cols.items()}
+    n = len(self.own_loss)
+    is_text_input = ~out["is_visual"]
+    next_is_text = np.zeros(n, bool)
+    next_is_text[:-1] = is_text_input[1:]
+    predicts_text = is_text_input & ~out["target_is_visual"] & next_is_text
+    idx = np.nonzero(predicts_text)[0]
+    out["targets"][idx] = out["tokens"][idx + 1]
+    out["loss_weights"][idx] = np.asarray(self.own_loss, np.float32)[idx + 1]
+    return _cast(out)
+
+
+def _next_scale_image(doc: _Document, part: Image, schedule: scales.Schedule,
+                      b: int, layout: Layout) -> int:
+  """<boi> at time b, then blocks B_2..B_K (next-scale order).
+
+  Returns:
+    The time of <eoi>.
+  """
+  num = len(schedule)
+  kw = scale_weights(schedule, layout.alpha)
+  # <boi> predicts scale 1.
+  doc.add(vocab.BOI_ID, (b, b, b), num_scales=num,
+          target=int(part.targets[0].ravel()[0]), target_is_visual=True,
+          target_scale=1, weight=float(kw[0]) * part.loss,
+          supervised=part.loss)
+  blocks = list(range(1, num))
+  if layout.context_final_block and not part.loss:
+    blocks.append(num)
+  for k in blocks:  # Block for scale k+1 (0-based k), inputs of scale k.
+    src = schedule[k - 1]
+    dst = schedule[k] if k < num else schedule[-1]
+    index, weight = interpolation_taps(tuple(src), tuple(dst),
+                                       layout.upsample_method)
+    codes = np.asarray(part.inputs[k - 1]).ravel()[index]
+    rowcol = image_positions(schedule, min(k, num - 1), layout.rope_range)
+    targets = (np.asarray(part.targets[k]).ravel() if k < num else
+               np.zeros(len(index), np.int64))
+    for cell in range(len(index)):
+      doc.add(0, (b + k, *rowcol[cell]), codes[cell], weight[cell], True,
+              k + 1, num, target=int(targets[cell]),
+              target_is_visual=k < num, target_scale=k + 1 if k < num else 0,
+              weight=float(kw[k]) * part.loss if k < num else 0.0,
+              new_block=cell == 0)
+  return b + len(blocks) + 1
+
+
+def _raster_image(doc: _Document, part: Image, schedule: scales.Schedule,
+                  b: int, layout: Layout) -> int:
+  """<boi> at time b, then one causal position per fed cell (raster order).
+
+  Returns:
+    The time of <eoi>.
+  """
+  inputs = np.asarray(part.inputs[0]).ravel()
+  targets = np.asarray(part.targets[0]).ravel()
+  n = len(targets)
+  rowcol = image_positions(schedule, 0, layout.rope_range)
+  weight = float(part.loss)
+  doc.add(vocab.BOI_ID, (b, b, b), num_scales=1, target=int(targets[0]),
+          target_is_visual=True, target_scale=1, weight=weight,
+          supervised=part.loss)
+  one_tap = np.zeros(MAX_TAPS, np.float32)
+  one_tap[0] = 1.0
+  fed = n - 1 if part.loss else n  # context images: every cell
+  for i in range(fed):
+    codes = np.zeros(MAX_TAPS, np.int32)
+    codes[0] = inputs[i]
+    predicts = i + 1 < n
+    doc.add(0, (b + 1 + i, *rowcol[i]), codes, one_tap, True, 1, 1,
+            target=int(targets[i + 1]) if predicts else 0,
+            target_is_visual=predicts, target_scale=int(predicts),
+            weight=weight if predicts else 0.0)
+  return b + 1 + fed
 
 
 def _check_image(part: Image, codebook_size: int) -> scales.Schedule:

@@ -34,6 +34,7 @@ from nextflow_jax.data import sequences as seq
 from nextflow_jax.text import tokenizer as text_tokenizer
 from nextflow_jax.text import vocab
 
+FRAME_ID = vocab.SPECIAL_IDS["<frame>"]
 TASKS = ("t2i", "caption", "vqa", "edit", "interleaved", "video", "text")
 REQUIRED = {
     "t2i": ("caption", "image.targets"),
@@ -82,23 +83,21 @@ class TaskBuilder:
     drop = rng.random() < self.condition_dropout
     if task == "t2i":
       prompt = [] if drop else self.text(record, record["caption"])
-      return [seq.Text([vocab.BOS_ID] + prompt, loss=self.prompt_loss),
+      return [*t2i_prompt(prompt, loss=self.prompt_loss),
               seq.image_from_record(record, "image"), eos]
     if task == "caption":
-      return [bos, _context(seq.image_from_record(record, "image")),
+      return [*caption_prompt(seq.image_from_record(record, "image")),
               seq.Text(self.text(record, record["caption"])), eos]
     if task == "vqa":
       i = int(rng.integers(len(record["questions"])))
-      question = self.text(record, f"<user> {record['questions'][i]} "
-                           "<assistant>")
-      return [bos, _context(seq.image_from_record(record, "image")),
-              seq.Text(question, loss=False),
+      question = self.text(record, vqa_question(record["questions"][i]))
+      return [*vqa_prompt(seq.image_from_record(record, "image"), question),
               seq.Text(self.text(record, record["answers"][i])), eos]
     if task == "edit":
       instruction = [] if drop else self.text(record,
                                               record["edit_instruction"])
-      return [bos, _context(seq.image_from_record(record, "image")),
-              seq.Text(instruction, loss=False),
+      return [*edit_prompt(seq.image_from_record(record, "image"),
+                           instruction),
               seq.image_from_record(record, "edited_image"), eos]
     if task == "interleaved":
       return [bos, seq.Text(self.text(record, record["caption"])),
@@ -107,12 +106,9 @@ class TaskBuilder:
               seq.image_from_record(record, "edited_image"), eos]
     if task == "video":
       caption = [] if drop else self.text(record, record["motion_caption"])
-      parts = [seq.Text([vocab.BOS_ID] + caption, loss=False)]
-      frame_token = vocab.SPECIAL_IDS["<frame>"]
-      for f in range(len(record["frames.targets"])):
-        parts += [seq.Text([frame_token]),
-                  seq.image_from_record(record, "frames", frame=f)]
-      return parts + [eos]
+      frames = [seq.image_from_record(record, "frames", frame=f)
+                for f in range(len(record["frames.targets"]))]
+      return [*video_prompt(caption, frames[:-1]), frames[-1], eos]
     if task == "text":
       texts = [record["caption"], *record.get("questions", ()),
                *record.get("answers", ())]
@@ -120,7 +116,49 @@ class TaskBuilder:
     raise ValueError(f"unknown task {task!r}; choose from {TASKS}.")
 
 
-def _context(image: seq.Image) -> seq.Image:
+# Prompts: the part of each task's document before what the model writes.
+# The sampler builds its prompts with these same functions, so sampling
+# sees exactly the layout that training saw.
+
+
+def t2i_prompt(prompt: Sequence[int], loss: bool = False) -> list[seq.Text]:
+  """<bos> caption (the image follows)."""
+  return [seq.Text([vocab.BOS_ID, *prompt], loss=loss)]
+
+
+def caption_prompt(image: seq.Image) -> list[seq.Text | seq.Image]:
+  """<bos> image (its caption follows)."""
+  return [seq.Text([vocab.BOS_ID], loss=False), context(image)]
+
+
+def vqa_question(question: str) -> str:
+  return f"<user> {question} <assistant>"
+
+
+def vqa_prompt(image: seq.Image, question: Sequence[int]
+               ) -> list[seq.Text | seq.Image]:
+  """<bos> image <user> question <assistant> (the answer follows)."""
+  return [*caption_prompt(image), seq.Text(question, loss=False)]
+
+
+def edit_prompt(image: seq.Image, instruction: Sequence[int]
+                ) -> list[seq.Text | seq.Image]:
+  """<bos> source image instruction (the edited image follows)."""
+  return [*caption_prompt(image), seq.Text(instruction, loss=False)]
+
+
+def video_prompt(caption: Sequence[int], frames: Sequence[seq.Image]
+                 ) -> list[seq.Text | seq.Image]:
+  """<bos> caption (<frame> frame)* <frame> (the next frame follows)."""
+  parts: list[seq.Text | seq.Image] = [
+      seq.Text([vocab.BOS_ID, *caption], loss=False)]
+  for frame in frames:
+    parts += [seq.Text([FRAME_ID]), frame]
+  return parts + [seq.Text([FRAME_ID])]
+
+
+def context(image: seq.Image) -> seq.Image:
+  """The same codes as an unsupervised (context) image."""
   return seq.Image(image.inputs, image.targets, loss=False)
 
 

@@ -110,7 +110,7 @@ def sample_image(model: nextflow.NextFlow, params: Any,
                                     active)
   fields["num_scales"] = jnp.full((rows, 1), num, jnp.int32)
   state, hidden = state_lib.append(model, params, state, fields, active)
-  codes, all_logits = [], []
+  codes, all_logits, previous = [], [], None
   for k in range(num):
     if k:
       fields = block_fields(previous, schedule, k, boi_time, boi_block,
@@ -128,14 +128,9 @@ def sample_image(model: nextflow.NextFlow, params: Any,
     previous = jnp.concatenate([sampled, sampled]) if cfg else sampled
     if return_logits:
       all_logits.append(logits)
-  end = state.replace(time=boi_time + num, block=boi_block + num - 1)
-  fields, end = state_lib.text_fields(jnp.full((rows,), vocab.EOI_ID), end,
-                                      jnp.ones((rows,), bool))
-  state, hidden = state_lib.append(model, params, state, fields, active)
-  state = state.replace(
-      time=jnp.where(active, end.time, state.time),
-      block=jnp.where(active, end.block, state.block))
-  return state, codes, hidden[:, -1], all_logits
+  state, hidden = state_lib.close_image(model, params, state, boi_time + num,
+                                       boi_block + num - 1, active)
+  return state, codes, hidden, all_logits
 
 
 def cache_length(prompt_len: int, schedule: scales.Schedule,
@@ -146,27 +141,49 @@ def cache_length(prompt_len: int, schedule: scales.Schedule,
 
 def make_generate(model: nextflow.NextFlow, *, schedule: scales.Schedule,
                   layout: sequences.Layout, top_k: Sequence[int | None],
-                  cfg: bool, return_logits: bool = False):
+                  cfg: bool, num_images: int = 1,
+                  separator: int = vocab.SPECIAL_IDS["<frame>"],
+                  return_logits: bool = False):
   """A jitted `(params, prompts, time, block, keys, knobs) -> codes, logits`.
 
   prompts / time / block come from `state.stack_prompts` (2B rows with CFG:
   conditional prompts, then unconditional); keys are (B,) row keys;
   knobs = {"temperature", "top_p", "guidance"}, each (K,). The prefill and
-  all K scale steps are one compiled program.
+  all scale steps are one compiled program.
+
+  With `num_images` > 1 (video frames), consecutive images are separated
+  by the `separator` text token and image i > 0 samples with keys
+  fold_in(key, i). Returns a list of `num_images` per-scale code lists (and
+  logits lists; empty unless `return_logits`); with one image, its codes
+  and logits.
   """
   top_k = tuple(None if k is None else int(k) for k in top_k)
   schedule = tuple(tuple(s) for s in schedule)
 
   def generate(params, prompts, time, block, keys, knobs):
-    max_len = cache_length(prompts["tokens"].shape[1], schedule)
+    max_len = prompts["tokens"].shape[1] + num_images * (
+        cache_length(0, schedule) + 1)
     state, _ = state_lib.prefill(model, params, prompts, time, block, max_len)
     active = jnp.ones((state.batch_size,), bool)
-    _, codes, _, logits = sample_image(
-        model, params, state, schedule=schedule, layout=layout, keys=keys,
-        top_k=top_k, temperature=knobs["temperature"], top_p=knobs["top_p"],
-        guidance=knobs["guidance"], cfg=cfg, active=active,
-        return_logits=return_logits)
-    return codes, logits
+    images, all_logits = [], []
+    for i in range(num_images):
+      if i:
+        fields, moved = state_lib.text_fields(
+            jnp.full((state.batch_size,), separator), state, active)
+        state, _ = state_lib.append(model, params, state, fields, active)
+        state = state.replace(time=moved.time, block=moved.block)
+      image_keys = keys if i == 0 else jax.vmap(
+          lambda key: jax.random.fold_in(key, i))(keys)  # pylint: disable=cell-var-from-loop
+      state, codes, _, logits = sample_image(
+          model, params, state, schedule=schedule, layout=layout,
+          keys=image_keys, top_k=top_k, temperature=knobs["temperature"],
+          top_p=knobs["top_p"], guidance=knobs["guidance"], cfg=cfg,
+          active=active, return_logits=return_logits)
+      images.append(codes)
+      all_logits.append(logits)
+    if num_images == 1:
+      return images[0], all_logits[0]
+    return images, all_logits
 
   return jax.jit(generate)
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from nextflow_jax.data import sequences
 from nextflow_jax.model import nextflow
+from nextflow_jax.text import vocab
 
 # The per-position inputs the model reads (`NextFlow.__call__`).
 INPUT_FIELDS = ("tokens", "positions", "visual_codes", "visual_weights",
@@ -142,6 +143,28 @@ def text_fields(tokens: jax.Array, state: DecodeState, active: jax.Array
   moved = state.replace(time=jnp.where(active, state.time + 1, state.time),
                         block=jnp.where(active, block, state.block))
   return fields, moved
+
+
+def close_image(model: nextflow.NextFlow, params: Any, state: DecodeState,
+                eoi_time: jax.Array, last_block: jax.Array, active: jax.Array
+                ) -> tuple[DecodeState, jax.Array]:
+  """Appends `<eoi>` after an image's last block; text resumes after it.
+
+  Args:
+    eoi_time, last_block: (B,) the time of `<eoi>` and the image's last
+      block id (`<eoi>` takes the next one).
+
+  Returns:
+    (state, (B, width) hidden state at `<eoi>`: it predicts the next text).
+  """
+  rows = state.batch_size
+  at_end = state.replace(time=eoi_time, block=last_block)
+  fields, moved = text_fields(jnp.full((rows,), vocab.EOI_ID), at_end,
+                              jnp.ones((rows,), bool))
+  state, hidden = append(model, params, state, fields, active)
+  state = state.replace(time=jnp.where(active, moved.time, state.time),
+                        block=jnp.where(active, moved.block, state.block))
+  return state, hidden[:, -1]
 
 
 def stack_prompts(docs: Sequence[dict[str, np.ndarray]], length: int

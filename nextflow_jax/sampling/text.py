@@ -9,7 +9,9 @@ output, not fed: the caller decides what follows, e.g. `<boi>` starts an
 image) or after `max_new_tokens`; the loop ends when every active row has
 stopped. Ids the text model must never write are masked: padding, `<bos>`,
 `<eoi>` (inserted by the image sampler) and ids at or beyond the text
-tokenizer's vocabulary (the model's text head may be wider).
+tokenizer's vocabulary (the model's text head may be wider), and `<boi>`
+unless it is a stop token (it may only be written where an image can
+follow).
 """
 
 from __future__ import annotations
@@ -58,7 +60,9 @@ def sample_text(model: nextflow.NextFlow, params: Any,
   """
   rows = state.batch_size
   text_size = model.text_vocab_size
-  banned = jnp.zeros((text_size,), bool).at[jnp.asarray(NEVER_SAMPLED)].set(
+  never = NEVER_SAMPLED + (() if vocab.BOI_ID in stop_tokens else
+                           (vocab.BOI_ID,))
+  banned = jnp.zeros((text_size,), bool).at[jnp.asarray(never)].set(
       True) | (jnp.arange(text_size) >= vocab_size)
   stops = jnp.asarray(tuple(stop_tokens), jnp.int32)
   if stops.size == 0:

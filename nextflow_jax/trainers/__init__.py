@@ -16,6 +16,7 @@ TRAINERS = {
     "tokenizer": "nextflow_jax.trainers.tokenizer",
     "extract": "nextflow_jax.trainers.extract",
     "pretrain": "nextflow_jax.trainers.pretrain",
+    "sample": "nextflow_jax.trainers.sample",
 }
 
 

@@ -14,13 +14,26 @@ Per source record, one output record (see `data/records.py`) holds:
     `quantizer.encode_streams`);
   for each image field in `extract.image_fields` (`image`, and for shapes
   also `edited_image` and `frames`, the latter as (T, tokens));
-  * `schedule`: the schedule as "1x1,2x2,..." and `codebook_size`;
+  * `schedule`: the schedule of the codes as "1x1,2x2,..." and
+    `codebook_size`;
   * the record's text and metadata fields (caption, questions, answers,
     edit instruction, scenes, ...) and `source_id`, the id of the source
     record ("shapes/64px:train:17").
 Output: `extract.output_dir/<split>/` (default `workdir/codes/<split>/`),
 written atomically; read it with `data.sources=array_record:<that folder>`.
-On several processes each writes `<split>-p<k>/` with its share.
+On several processes each writes `<split>-p<k>/` with its share. The
+manifest records `schedule` (the codes') and `tokenizer_schedule` (the one
+the tokenizer was trained with).
+
+Schedule (`extract.schedule`): "" codes the tokenizer's training schedule.
+Any other schedule that ends at the tokenizer's latent grid works too: the
+quantiser codes the latent residually at whichever scales it is given, and
+`VisionTokenizer.decode(indices, schedule)` decodes codes of that schedule.
+A single scale ("8" for an 8x8 grid) is plain VQ of the latent with the
+same codebook: the codes of the raster-order baseline
+(`layout.image_order = "raster"`), so both orders share one tokenizer. The
+codebook was trained on multi-scale residuals, so single-scale codes may
+reconstruct somewhat worse than the trained schedule.
 """
 
 from __future__ import annotations
@@ -72,6 +85,27 @@ def load_tokenizer(workdir: str, mesh, rules):
   return model, params, schedule, saved
 
 
+def codes_schedule(spec: str, trained: scales.Schedule) -> scales.Schedule:
+  """The schedule to extract: `spec`, or the tokenizer's `trained` if "".
+
+  Raises:
+    ValueError: `spec` is not a valid schedule or does not end at the
+      tokenizer's latent grid (the last scale of `trained`).
+  """
+  if not spec:
+    return trained
+  schedule = scales.parse_schedule(spec)
+  scales.validate_schedule(schedule, name="extract.schedule")
+  if tuple(schedule[-1]) != tuple(trained[-1]):
+    h, w = trained[-1]
+    raise ValueError(
+        f"extract.schedule={spec!r} ends at {schedule[-1][0]}x"
+        f"{schedule[-1][1]} but the tokenizer's latent grid is {h}x{w} (it "
+        f"was trained with {scales.format_schedule(trained)}); end the "
+        f"schedule there, e.g. '{h}x{w}' for single-scale codes.")
+  return schedule
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Extracts codes for every split; returns {split: manifest}."""
   # Extraction needs no communication between processes: each process
@@ -81,10 +115,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                        devices=jax.local_devices())
   rules = sharding.get_rules(config.sharding.rules,
                              config.sharding.get("rule_overrides", ()))
-  model, params, schedule, saved = load_tokenizer(
+  model, params, trained, saved = load_tokenizer(
       config.tokenizer_workdir, mesh, rules)
   size = saved.data.image_size
   ext = config.extract
+  schedule = codes_schedule(ext.schedule, trained)
   code_dtype = np.int16 if model.codebook_size <= 32768 else np.int32
   prepare = transforms_lib.parse(f"check_image|resize({size})|to_float")
 
@@ -110,6 +145,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         schedule=scales.format_schedule(schedule),
         codebook_size=model.codebook_size, image_size=size,
         tokenizer_workdir=os.path.abspath(config.tokenizer_workdir),
+        tokenizer_schedule=scales.format_schedule(trained),
         rate=ext.rate, top_k=ext.top_k,
         residual_from=ext.residual_from) as writer:
       for source in opened:

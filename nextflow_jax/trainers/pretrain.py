@@ -15,6 +15,9 @@ scale-reweighted visual cross-entropy (`model/losses.py`).
     (`optax.MultiSteps`).
   * Metrics: loss per modality, per task and per scale group, tokens/s and
     an MFU estimate (6 * params * tokens / s over the device's peak FLOPs).
+  * `layout.image_order = "raster"` trains the raster-scan baseline (the
+    same model writing one token at a time) on single-scale codes of the
+    same tokenizer (`extract.schedule`).
   * Resume: the workdir's checkpoint (state + data position) > scratch.
     The code embedding table starts from the tokenizer's code vectors.
   * A non-finite loss stops the run with a clear message; the last
@@ -36,7 +39,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from nextflow_jax import checkpoint
@@ -114,9 +116,8 @@ def make_train_step(model: nextflow.NextFlow, tx, loss_cfg: dict):
   return step
 
 
-def open_code_sources(codes_dir: str, split: str
-                      ) -> tuple[list[sources_lib.Source], dict]:
-  """The extraction output `codes_dir/codes/<split>*/` and its manifest."""
+def code_folders(codes_dir: str, split: str) -> list[str]:
+  """The extraction output folders `codes_dir/codes/<split>*/`."""
   root = os.path.join(codes_dir, "codes")
   if not os.path.isdir(root):
     raise FileNotFoundError(f"{root} does not exist; run configs/extract.py "
@@ -126,8 +127,45 @@ def open_code_sources(codes_dir: str, split: str
   if not folders:
     raise FileNotFoundError(f"no split {split!r} in {root}: "
                             f"{sorted(os.listdir(root))}.")
+  return folders
+
+
+def open_code_sources(codes_dir: str, split: str
+                      ) -> tuple[list[sources_lib.Source], dict]:
+  """The extraction output `codes_dir/codes/<split>*/` and its manifest."""
+  folders = code_folders(codes_dir, split)
   opened = [sources_lib.ArrayRecordSource(f) for f in folders]
   return opened, records.read_manifest(folders[0])
+
+
+def check_codes_schedule(manifest: dict, tokenizer_schedule: scales.Schedule,
+                         image_order: str) -> scales.Schedule:
+  """The schedule of extracted codes, checked against tokenizer and layout.
+
+  Args:
+    manifest: the codes' manifest (`trainers/extract.py`).
+    tokenizer_schedule: the schedule the tokenizer is trained with now.
+    image_order: `layout.image_order`.
+
+  Returns:
+    The codes' schedule (`extract.schedule`, or the tokenizer's).
+
+  Raises:
+    ValueError: the tokenizer was retrained with another schedule since the
+      extraction, or the codes do not fit the image order.
+  """
+  # Manifests from before `extract.schedule` hold only the codes' schedule,
+  # which was then always the tokenizer's.
+  trained = manifest.get("tokenizer_schedule", manifest["schedule"])
+  if scales.format_schedule(tokenizer_schedule) != trained:
+    raise ValueError(f"the codes were extracted with a tokenizer of schedule "
+                     f"{trained} but the tokenizer in "
+                     f"{manifest['tokenizer_workdir']} now has "
+                     f"{scales.format_schedule(tokenizer_schedule)}; "
+                     "re-extract the codes with configs/extract.py.")
+  schedule = scales.parse_schedule(manifest["schedule"])
+  sequences.check_image_order(image_order, schedule)
+  return schedule
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -139,12 +177,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   tok_workdir = manifest["tokenizer_workdir"]
   text_tok_path = os.path.join(tok_workdir, common.TEXT_TOKENIZER_FILE)
   text_tok = text_tokenizer.TextTokenizer.load(text_tok_path)
-  tok_model, tok_params, schedule, _ = extract.load_tokenizer(
+  tok_model, tok_params, tok_schedule, _ = extract.load_tokenizer(
       tok_workdir, mesh, rules)
-  if scales.format_schedule(schedule) != manifest["schedule"]:
-    raise ValueError(f"codes in {data.codes_dir} use schedule "
-                     f"{manifest['schedule']} but the tokenizer's is "
-                     f"{scales.format_schedule(schedule)}.")
+  schedule = check_codes_schedule(manifest, tok_schedule,
+                                  config.layout.image_order)
   code_vectors = jax.device_get(tok_model.apply(
       {"params": tok_params}, method=tok_model.code_vectors))
   model = model_from_config(
@@ -157,7 +193,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   layout = sequences.Layout(
       rope_range=config.layout.rope_range,
       upsample_method=tok_model.upsample_method, alpha=config.layout.alpha,
-      context_final_block=config.layout.context_final_block)
+      context_final_block=config.layout.context_final_block,
+      image_order=config.layout.image_order)
   builder = tasks_lib.TaskBuilder(
       text_tok_path, prompt_loss=data.prompt_loss,
       condition_dropout=data.condition_dropout)

@@ -132,3 +132,72 @@ def test_pad_and_errors():
   with pytest.raises(ValueError, match="'<bogus>', which is not a special"):
     seq.check_text("a <bogus> token", "r1")
   assert seq.check_text("a <boi> b", "r1") == "a <boi> b"
+
+
+RASTER = seq.Layout(rope_range=12.0, image_order="raster")
+GRID = (2, 3)
+
+
+def raster_image(seed=0, loss=True):
+  rng = np.random.default_rng(seed)
+  targets = rng.integers(0, K, GRID)
+  inputs = np.where(rng.random(GRID) < 0.5, rng.integers(0, K, GRID), targets)
+  return seq.Image([inputs], [targets], loss)
+
+
+def test_raster_layout_is_causal_per_cell_and_predicts_the_next_cell():
+  img = raster_image()
+  out = seq.build([seq.Text([vocab.BOS_ID, 20], loss=False), img,
+                   seq.Text([30, vocab.EOS_ID])], RASTER, codebook_size=K)
+  n = GRID[0] * GRID[1]
+  boi, cells, eoi = 2, slice(3, 3 + n - 1), 3 + n - 1
+  assert len(out["tokens"]) == 2 + 1 + (n - 1) + 1 + 2
+  assert out["tokens"][boi] == vocab.BOI_ID and out["tokens"][eoi] == (
+      vocab.EOI_ID)
+  # <boi> predicts cell 0; cell i is fed its own code, predicts cell i + 1.
+  assert out["targets"][boi] == img.targets[0][0, 0]
+  assert out["targets"][1] == vocab.BOI_ID and out["loss_weights"][1] == 1
+  np.testing.assert_array_equal(out["targets"][cells],
+                                img.targets[0].ravel()[1:])
+  np.testing.assert_array_equal(out["visual_codes"][cells, 0],
+                                img.inputs[0].ravel()[:-1])
+  np.testing.assert_array_equal(out["visual_weights"][cells, 0], 1.0)
+  assert not out["visual_weights"][cells, 1:].any()
+  assert out["is_visual"][cells].all() and out["target_is_visual"][cells].all()
+  assert (out["target_scales"][boi:eoi] == 1).all()
+  np.testing.assert_array_equal(out["loss_weights"][boi:eoi], 1.0)
+  # One block per position: causal attention over the cells.
+  assert out["block_ids"].tolist() == list(range(1, len(out["tokens"]) + 1))
+  assert (out["scale_ids"][cells] == 1).all() and out["scale_ids"][boi] == 0
+  assert (out["num_scales"][boi:eoi] == 1).all() and out["num_scales"][eoi] == 0
+  # Time b + 1 + i, row/col of the fed cell; <eoi> at b + n.
+  pos = out["positions"]
+  np.testing.assert_array_equal(pos[cells, 0], boi + 1 + np.arange(n - 1))
+  np.testing.assert_allclose(pos[cells, 1:], seq.image_positions(
+      (GRID,), 0, 12.0)[:-1])
+  assert (pos[eoi] == boi + n).all() and (pos[eoi + 1] == boi + n + 1).all()
+  assert out["targets"][eoi] == 30 and out["loss_weights"][eoi] == 1
+
+
+def test_raster_context_image_gets_every_cell():
+  img = raster_image(1, loss=False)
+  out = seq.build([img, seq.Text([30])], RASTER, codebook_size=K)
+  n = GRID[0] * GRID[1]
+  cells = slice(1, 1 + n)
+  np.testing.assert_array_equal(out["visual_codes"][cells, 0],
+                                img.inputs[0].ravel())
+  assert out["loss_weights"][:1 + n].sum() == 0  # <eoi> predicts 30
+  assert out["target_is_visual"][cells].tolist() == [True] * (n - 1) + [False]
+  assert out["tokens"][1 + n] == vocab.EOI_ID
+  assert out["positions"][1 + n, 0] == n + 1
+
+
+def test_raster_order_errors():
+  with pytest.raises(ValueError, match=r"raster image order needs "
+                     r"single-scale codes.*extract.schedule=3x3"):
+    seq.build([image()], RASTER, codebook_size=K)
+  with pytest.raises(ValueError, match="image_order='zigzag' is unknown"):
+    seq.Layout(image_order="zigzag")
+  with pytest.raises(ValueError, match="context_final_block applies to "
+                     "next-scale order only"):
+    seq.Layout(image_order="raster", context_final_block=True)

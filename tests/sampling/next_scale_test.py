@@ -4,14 +4,12 @@
 
 import types
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from nextflow_jax.data import sequences as seq
-from nextflow_jax.model import nextflow
 from nextflow_jax.sampling import next_scale
 from nextflow_jax.sampling import state as state_lib
 from nextflow_jax.text import vocab
@@ -36,15 +34,8 @@ def _doc(prompt, image=None, eos=False):
 
 
 @pytest.fixture(scope="module")
-def setup():
-  model = nextflow.NextFlow(
-      text_vocab_size=V, codebook_size=K, code_dim=6, num_layers=2, width=32,
-      num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=64, max_scales=4)
-  example = {k: jnp.asarray(v)[None] for k, v in seq.pad(
-      _doc(PROMPTS[0]), 16).items()}
-  params = nn.unbox(jax.jit(model.init)(jax.random.key(1), example))["params"]
-  # Larger visual logits so that sampling is not uniform noise.
-  params["visual_head"] = params["visual_head"] * 8.0
+def setup(tiny):
+  model, params = tiny
   forward = jax.jit(lambda p, b: model.apply(
       {"params": p}, model.apply({"params": p}, b),
       method=model.visual_logits))

@@ -4,14 +4,12 @@
 
 import types
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from nextflow_jax.data import sequences as seq
-from nextflow_jax.model import nextflow
 from nextflow_jax.sampling import state as state_lib
 from nextflow_jax.sampling import text
 from nextflow_jax.text import vocab
@@ -23,13 +21,8 @@ LAYOUT = seq.Layout()
 
 
 @pytest.fixture(scope="module")
-def setup():
-  model = nextflow.NextFlow(
-      text_vocab_size=V, codebook_size=K, code_dim=6, num_layers=2, width=32,
-      num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=64, max_scales=4)
-  example = _padded([vocab.BOS_ID])
-  params = nn.unbox(jax.jit(model.init)(jax.random.key(2), example))["params"]
-  params["text_head"] = params["text_head"] * 8.0  # peaked distributions
+def setup(tiny):
+  model, params = tiny
   forward = jax.jit(lambda p, b: model.apply(
       {"params": p}, model.apply({"params": p}, b), method=model.text_logits))
   gen = {}
@@ -65,7 +58,7 @@ def _uncached_greedy(setup, prompt):
   for _ in range(NEW):
     logits = np.asarray(setup.forward(setup.params, _padded(ids)))[0]
     step = logits[len(ids) - 1].copy()
-    step[list(text.NEVER_SAMPLED)] = -np.inf
+    step[list(text.NEVER_SAMPLED) + [vocab.BOI_ID]] = -np.inf
     step[VOCAB:] = -np.inf
     ids.append(int(np.argmax(step)))
   return ids[len(prompt):]
@@ -91,7 +84,7 @@ def test_sampling_respects_the_vocabulary_and_is_seeded(setup):
   np.testing.assert_array_equal(a, b)
   assert (a != c).any()
   assert a.max() < VOCAB
-  assert not np.isin(a, text.NEVER_SAMPLED).any()
+  assert not np.isin(a, text.NEVER_SAMPLED + (vocab.BOI_ID,)).any()
 
 
 def test_a_stop_token_ends_its_row_only(setup):

@@ -1,17 +1,20 @@
 # Copyright 2026 The nextflow_jax Authors.
 # SPDX-License-Identifier: Apache-2.0
-"""Pretraining on extracted codes: loss falls, kill + resume is exact."""
+"""Pretraining on extracted codes: loss falls, resume is exact, raster order."""
 
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from nextflow_jax import checkpoint
 from nextflow_jax import config_lib
 from nextflow_jax import metrics
+from nextflow_jax import sharding
 from nextflow_jax import trainers
+from nextflow_jax.data import sources
 from nextflow_jax.trainers import extract
 from nextflow_jax.trainers import pretrain
 from nextflow_jax.trainers import tokenizer as tokenizer_trainer
@@ -96,6 +99,68 @@ def test_schedule_longer_than_the_scale_embeddings(codes_dir, tmp_path):
     pretrain.run(config, str(tmp_path))
 
 
+def test_raster_order_trains_on_single_scale_codes(tok_dir, tfds_dir,
+                                                   tmp_path):
+  ext = load_config("extract", "mu")
+  ext.tokenizer_workdir = tok_dir
+  ext.data.data_dir = tfds_dir
+  ext.data.sources = ("shapes/32px",)
+  ext.data.splits = ("train",)
+  ext.extract.image_fields = ("image", "edited_image")
+  ext.extract.schedule = "4"  # One 4x4 scale: plain VQ of the latent.
+  ext.extract.rate = 0.0
+  config_lib.validate(ext, str(tmp_path / "codes"), trainers.TRAINERS)
+  manifest = extract.run(ext, str(tmp_path / "codes"))["train"]
+  assert manifest["schedule"] == "4x4"
+  assert manifest["tokenizer_schedule"] == "1x1,2x2,4x4"
+  # The tokenizer decodes the codes with their own schedule.
+  record = sources.open_source(
+      f"array_record:{tmp_path / 'codes' / 'codes' / 'train'}", "train",
+      "")[0]
+  assert record["schedule"] == "4x4" and record["image.targets"].shape == (
+      16,)
+  tok_model, tok_params, _, _ = extract.load_tokenizer(
+      tok_dir, sharding.make_mesh((-1, 1, 1)), sharding.get_rules("dp"))
+  pixels = tok_model.apply(
+      {"params": tok_params},
+      [jnp.asarray(record["image.targets"], jnp.int32).reshape(1, 4, 4)],
+      ((4, 4),), method=tok_model.decode)
+  assert pixels.shape == (1, 32, 32, 3) and jnp.isfinite(pixels).all()
+
+  config = mu_config(str(tmp_path / "codes"), **{
+      "layout.image_order": "raster", "data.eval_split": "train",
+      "train.num_steps": 3, "eval.num_batches": 0})
+  config_lib.validate(config, str(tmp_path / "run"), trainers.TRAINERS)
+  assert pretrain.run(config, str(tmp_path / "run"))["steps"] == 3
+  scalars = metrics.read_scalars(str(tmp_path / "run"))
+  assert np.isfinite([v for _, v in scalars["loss/visual_loss"]]).all()
+  assert "scale_ce/01" in scalars and "scale_ce/02" not in scalars
+
+
+def test_raster_order_refuses_multi_scale_codes(codes_dir, tmp_path):
+  config = mu_config(codes_dir, **{"layout.image_order": "raster"})
+  with pytest.raises(ValueError, match=r"raster image order needs "
+                     r"single-scale codes, but the schedule is 1x1,2x2,4x4"):
+    pretrain.run(config, str(tmp_path))
+
+
+def test_code_schedule_checks():
+  trained = ((1, 1), (2, 2), (4, 4))
+  assert extract.codes_schedule("", trained) == trained
+  assert extract.codes_schedule("4", trained) == ((4, 4),)
+  with pytest.raises(ValueError, match=r"extract.schedule='1,2' ends at 2x2 "
+                     r"but the tokenizer's latent grid is 4x4"):
+    extract.codes_schedule("1,2", trained)
+  manifest = {"schedule": "4x4", "tokenizer_schedule": "1x1,2x2,4x4",
+              "tokenizer_workdir": "/tok"}
+  assert pretrain.check_codes_schedule(manifest, trained, "raster") == (
+      (4, 4),)
+  with pytest.raises(ValueError, match=r"extracted with a tokenizer of "
+                     r"schedule 1x1,2x2,4x4 but the tokenizer in /tok now has "
+                     r"1x1,4x4"):
+    pretrain.check_codes_schedule(manifest, ((1, 1), (4, 4)), "raster")
+
+
 def test_kill_and_resume_equals_an_uninterrupted_run(codes_dir, tmp_path):
   straight = str(tmp_path / "straight")
   pretrain.run(mu_config(codes_dir, **{"eval.num_batches": 0}), straight)
@@ -143,3 +208,43 @@ def test_gradient_accumulation_updates_every_k_steps():
     seen.append(float(params["w"][0]))
   assert seen[0] == 1.0 and seen[1] < 1.0 and seen[2] == seen[1]
   assert seen[3] < seen[2]
+
+
+def test_sample_job_writes_every_task_and_regenerates_exactly(codes_dir,
+                                                              tmp_path):
+  """The CLI sampling job on a 2-step model: PNGs, results, sampling.json;
+  the saved sampling.json regenerates the same images."""
+  import json  # pylint: disable=g-import-not-at-top
+  from nextflow_jax.sampling import config as sampling_config  # pylint: disable=g-import-not-at-top
+  from nextflow_jax.trainers import sample  # pylint: disable=g-import-not-at-top
+  model_dir = str(tmp_path / "model")
+  config = mu_config(codes_dir, **{"train.num_steps": 2,
+                                   "eval.num_batches": 0})
+  pretrain.run(config, model_dir)
+  job = load_config("sample", "mu,sample.tasks=t2i;edit;caption;vqa;video;"
+                    "interleaved,sample.sampling.seed=5")
+  job.sample.model_workdir = model_dir
+  config_lib.validate(job, str(tmp_path / "out"), trainers.TRAINERS)
+  report = sample.run(job, str(tmp_path / "out"))
+  assert set(report["seconds"]) == set(sample.TASKS)
+  out = tmp_path / "out"
+  for task in sample.TASKS:
+    assert (out / task / "results.json").exists(), task
+  for task in ("t2i", "edit", "caption", "vqa", "video"):
+    assert (out / task / "grid.png").exists(), task
+  first = np.asarray(metrics.Image.open(out / "t2i" / "000.png"))
+  assert first.shape == (32, 32, 3)
+  results = json.loads((out / "caption" / "results.json").read_text())
+  assert len(results) == 2 and all("reference" in r for r in results)
+  saved = sampling_config.SamplingConfig.from_json(
+      (out / "sampling.json").read_text())
+  assert saved == sample.from_config_dict(job.sample.sampling)
+  assert saved.seed == 5
+  # Regenerate from the saved knobs only.
+  again = load_config("sample", "mu,sample.tasks=t2i")
+  again.sample.model_workdir = model_dir
+  again.sample.sampling = sample.to_config_dict(saved)
+  sample.run(again, str(tmp_path / "again"))
+  np.testing.assert_array_equal(
+      np.asarray(metrics.Image.open(tmp_path / "again" / "t2i" / "000.png")),
+      first)
