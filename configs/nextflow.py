@@ -47,6 +47,7 @@ def _base() -> ml_collections.ConfigDict:
   c.data.task_weights = (4.0, 1.0, 1.0, 1.0, 1.0, 1.0)
   c.data.condition_dropout = 0.1  # CFG: drop the text condition
   c.data.prompt_loss = False  # supervise t2i captions too
+  c.data.t2i_eos_loss = False  # supervise <eos> after t2i images (tasks.py)
   c.data.num_threads = 2
   c.data.num_workers = 0
   c.data.prefetch = 4

@@ -46,6 +46,7 @@ from nextflow_jax.data import tasks
 from nextflow_jax.model import nextflow
 from nextflow_jax.sampling import config as config_lib
 from nextflow_jax.sampling import next_scale
+from nextflow_jax.sampling import raster
 from nextflow_jax.sampling import state as state_lib
 from nextflow_jax.sampling import text as text_lib
 from nextflow_jax.text import tokenizer as text_tokenizer_lib
@@ -79,7 +80,8 @@ class Generator:
     model, params: the NextFlow model and its (unboxed) params.
     tokenizer, tokenizer_params: the VisionTokenizer the codes come from.
     text_tokenizer: the sentencepiece tokenizer of the data job.
-    schedule: the training schedule (default for generation).
+    schedule: the schedule of the codes the model trained on (default for
+      generation; a single scale for a raster-order model).
     layout: the training layout (`sequences.Layout`).
     max_prompt_len: prompt budget in positions: prompts are left-padded to
       it and a longer prompt is an error. 0 (default): pad to the next
@@ -125,8 +127,10 @@ class Generator:
                    max_prompt_len: int = 0) -> "Generator":
     """Loads the latest (or `step`) pretraining checkpoint of `workdir`.
 
-    The tokenizer is the one named by the code manifest the model trained
-    on, unless `tokenizer_workdir` is given.
+    The tokenizer and the default schedule are the ones named by the code
+    manifest the model trained on; `tokenizer_workdir` overrides the
+    tokenizer (the schedule is then the tokenizer's). A model trained in
+    raster order samples with `raster.py`.
     """
     from nextflow_jax.trainers import common  # pylint: disable=g-import-not-at-top
     from nextflow_jax.trainers import extract  # pylint: disable=g-import-not-at-top
@@ -138,10 +142,12 @@ class Generator:
     saved = ml_collections.ConfigDict(ckpt.restore_config(step))
     raw = ckpt.restore_raw(step)["params"]
     ckpt.close()
+    codes_schedule = None
     if not tokenizer_workdir:
       manifest = records.read_manifest(_code_folder(saved.data.codes_dir,
                                                     saved.data.split))
       tokenizer_workdir = manifest["tokenizer_workdir"]
+      codes_schedule = scales.parse_schedule(manifest["schedule"])
     text_tok = text_tokenizer_lib.TextTokenizer.load(
         os.path.join(tokenizer_workdir, common.TEXT_TOKENIZER_FILE))
     mesh = sharding.make_mesh((-1, 1, 1))
@@ -155,11 +161,12 @@ class Generator:
     layout = sequences.Layout(
         rope_range=saved.layout.rope_range,
         upsample_method=tok_model.upsample_method, alpha=saved.layout.alpha,
-        context_final_block=saved.layout.context_final_block)
+        context_final_block=saved.layout.context_final_block,
+        image_order=saved.layout.get("image_order", "next_scale"))
     params = jax.tree.map(jnp.asarray, raw)
     return cls(model, params, tokenizer=tok_model,
                tokenizer_params=tok_params, text_tokenizer=text_tok,
-               schedule=schedule, layout=layout,
+               schedule=codes_schedule or schedule, layout=layout,
                max_prompt_len=max_prompt_len)
 
   # ------------------------------------------------------ pixels, codes
@@ -288,6 +295,9 @@ class Generator:
       Per row, the generated document: `Text` and `Images` (one image each)
       in order.
     """
+    if self.layout.image_order == "raster":
+      raise ValueError("interleaved generation needs a next-scale model; "
+                       "this one was trained in raster order.")
     cond = [tasks.t2i_prompt(self._text(p)) for p in prompts]
     uncond = [tasks.t2i_prompt(self._text(config.negative_prompt))
               for _ in prompts]
@@ -396,19 +406,36 @@ class Generator:
     knobs = next_scale.knobs_from_config(config, len(schedule))
     top_k = config.per_scale("top_k", len(schedule))
     fields, time, block = self._stack(cond + uncond if cfg else cond)
-    fn = self._program(("images", schedule, top_k, cfg, num_images),
-                       lambda: next_scale.make_generate(
-                           self.model, schedule=schedule, layout=self.layout,
-                           top_k=top_k, cfg=cfg, num_images=num_images,
-                           separator=tasks.FRAME_ID))
-    out, _ = fn(self.params, fields, time, block,
-                state_lib.row_keys(config.seed, 0, rows), knobs)
-    frames = [out] if num_images == 1 else out
+    keys = state_lib.row_keys(config.seed, 0, rows)
+    if self.layout.image_order == "raster":
+      self._check_raster(schedule, num_images)
+      fn = self._program(("raster", schedule, top_k[0], cfg), lambda: (
+          raster.make_generate(self.model, grid=schedule[0],
+                               layout=self.layout, top_k=top_k[0], cfg=cfg)))
+      codes, _ = fn(self.params, fields, time, block, keys,
+                    {k: v[0] for k, v in knobs.items()})
+      frames = [[codes]]
+    else:
+      fn = self._program(("images", schedule, top_k, cfg, num_images),
+                         lambda: next_scale.make_generate(
+                             self.model, schedule=schedule,
+                             layout=self.layout, top_k=top_k, cfg=cfg,
+                             num_images=num_images, separator=tasks.FRAME_ID))
+      out, _ = fn(self.params, fields, time, block, keys, knobs)
+      frames = [out] if num_images == 1 else out
     codes = [[np.asarray(c) for c in frame] for frame in frames]
     pixels = np.stack([self.decode(c, schedule) for c in codes], 1)
     if num_images == 1:
       return Images(pixels[:, 0], codes[0], schedule)
     return Images(pixels, codes, schedule)
+
+  def _check_raster(self, schedule, num_images: int) -> None:
+    if len(schedule) != 1 or num_images != 1:
+      raise ValueError(
+          "this model was trained in raster order: it samples one image per "
+          f"prompt on a single-scale schedule, not {num_images} images on "
+          f"{scales.format_schedule(schedule)}. Leave the schedule empty "
+          "(the model's own) and use text_to_image or edit.")
 
   def _image_phase(self, params, state, keys, active, knobs, *, schedule,
                    top_k, cfg):

@@ -197,6 +197,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       image_order=config.layout.image_order)
   builder = tasks_lib.TaskBuilder(
       text_tok_path, prompt_loss=data.prompt_loss,
+      t2i_eos_loss=data.t2i_eos_loss,
       condition_dropout=data.condition_dropout)
   build = tasks_lib.BuildSequence(builder, data.tasks, data.task_weights,
                                   layout, model.codebook_size)

@@ -68,6 +68,32 @@ def test_condition_dropout_removes_the_prompt(builder):
   assert images(dropped)[0].loss
 
 
+@pytest.mark.parametrize("eos_loss", [False, True])
+def test_t2i_end_of_sequence_is_supervised_only_on_request(builder, eos_loss):
+  parts = builder(condition_dropout=1.0, t2i_eos_loss=eos_loss).parts(
+      "t2i", RECORD, np.random.default_rng(0))
+  out = seq.build(parts, seq.Layout(), codebook_size=K)
+  predicts_eos = out["targets"] == vocab.EOS_ID
+  predicts_eos &= ~out["target_is_visual"]
+  assert predicts_eos.sum() == 1  # the <eoi> position
+  assert out["loss_weights"][predicts_eos].sum() == float(eos_loss)
+
+
+def test_sampling_prompts_are_prefixes_of_the_training_documents(builder):
+  """The sampler's prompt builders lay out what training laid out."""
+  rng = np.random.default_rng(0)
+  b = builder(condition_dropout=0.0)
+  doc = seq.build(b.parts("edit", RECORD, rng), seq.Layout(), codebook_size=K)
+  source = seq.image_from_record(RECORD, "image")
+  prompt = seq.build(tasks.edit_prompt(source, b.text(
+      RECORD, RECORD["edit_instruction"])), seq.Layout(), codebook_size=K)
+  n = len(prompt["tokens"])
+  for field in ("tokens", "positions", "block_ids", "visual_codes",
+                "scale_ids", "num_scales", "is_visual"):
+    np.testing.assert_array_equal(prompt[field], doc[field][:n])
+  assert doc["tokens"][n] == vocab.BOI_ID  # the sampler appends <boi> next
+
+
 def test_build_sequence_picks_only_tasks_the_record_supports(builder):
   record = {k: v for k, v in RECORD.items()
             if not k.startswith(("edited_image", "frames"))}

@@ -164,3 +164,21 @@ def test_interleaved_document_equals_one_full_forward(parts):
   assert predicts.sum() > 0
   np.testing.assert_array_equal(np.argmax(text[predicts], -1),
                                 built["targets"][predicts])
+
+
+def test_a_raster_order_model_samples_with_the_raster_sampler(parts):
+  model, params, tok, tok_params, text_tok = parts
+  gen = generator_lib.Generator(
+      model, params, tokenizer=tok, tokenizer_params=tok_params,
+      text_tokenizer=text_tok, schedule=((4, 4),),
+      layout=seq.Layout(image_order="raster"))
+  a = gen.text_to_image(TEXTS[:2], Config(seed=1, top_k=5))
+  b = gen.text_to_image(TEXTS[:2], Config(seed=1, top_k=5))
+  assert a.pixels.shape == (2, 32, 32, 3)
+  assert [c.shape for c in a.codes] == [(2, 4, 4)]
+  np.testing.assert_array_equal(a.pixels, b.pixels)
+  with pytest.raises(ValueError, match="trained in raster order"):
+    gen.interleaved(TEXTS[:1])
+  with pytest.raises(ValueError, match="trained in raster order: it samples "
+                     "one image per prompt on a single-scale schedule"):
+    gen.text_to_image(TEXTS[:1], Config(schedule="1,2,4"))
