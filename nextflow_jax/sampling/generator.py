@@ -314,11 +314,11 @@ class Generator:
     twins = (lambda x: jnp.concatenate([x, x])) if cfg else (lambda x: x)
     running = np.ones(rows, bool)
     docs: list[list[Any]] = [[] for _ in range(rows)]
+    text_phase = functools.partial(self._text_phase, max_new_tokens=new,
+                                   top_k=config.text_top_k)
     text_step = self._program(
-        ("text", new, config.text_top_k), lambda: jax.jit(functools.partial(
-            self._text_phase, max_new_tokens=new, top_k=config.text_top_k),
-                                                          static_argnames=(
-                                                              "stop_tokens",)))
+        ("text", new, config.text_top_k),
+        lambda: jax.jit(text_phase, static_argnames=("stop_tokens",)))
     image_step = self._program(
         ("image", schedule, top_k, cfg), lambda: jax.jit(functools.partial(
             self._image_phase, schedule=schedule, top_k=top_k, cfg=cfg)))
