@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 from PIL import Image as PILImage
 
+from nextflow_jax import checkpoint
 from nextflow_jax import metrics
 from nextflow_jax import scales
 from nextflow_jax.sampling import config as sampling_config
@@ -125,7 +126,6 @@ def _eval_examples(s, gen) -> list[dict[str, Any]]:
 
 
 def _saved_config(workdir: str) -> dict:
-  from nextflow_jax import checkpoint  # pylint: disable=g-import-not-at-top
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
     return ckpt.restore_config()
