@@ -213,8 +213,12 @@ def _validate_sample(sample) -> None:
                       "must be positive.")
   try:
     sample_trainer.from_config_dict(sample.sampling)
-  except ValueError as e:
-    raise ConfigError("sample.sampling", "", str(e))
+  except ValueError as e:  # SamplingConfig names the field first: "top_p=..."
+    field = str(e).split("=", 1)[0]
+    if field not in sample.sampling:
+      raise ConfigError("sample.sampling", sample.sampling.to_dict(), str(e))
+    raise ConfigError(f"sample.sampling.{field}", sample.sampling[field],
+                      str(e))
 
 
 def _validate_sharding(config) -> tuple[int, ...]:
