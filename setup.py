@@ -25,6 +25,8 @@ INSTALL_REQUIRES = [
     "clu==0.0.12",
     "einops>=0.8,<0.9",
     "numpy>=2.0,<3",
+    # Connected components for the shapes-GenEval detector (jax needs it too).
+    "scipy>=1.13,<2",
     "pillow>=11,<14",
     "absl-py>=2.1,<3",
     "msgpack>=1.0,<2",
@@ -65,6 +67,8 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.11,<3.14",
     packages=setuptools.find_packages(include=["nextflow_jax", "nextflow_jax.*"]),
+    # The shapes-GenEval prompt set ships with the evaluator.
+    package_data={"nextflow_jax": ["evals/*.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     classifiers=[

@@ -48,6 +48,9 @@ def _base() -> ml_collections.ConfigDict:
   c.data.condition_dropout = 0.1  # CFG: drop the text condition
   c.data.prompt_loss = False  # supervise t2i captions too
   c.data.t2i_eos_loss = False  # supervise <eos> after t2i images (tasks.py)
+  # Shapes t2i captions replaced by a GenEval-category prompt of the scene
+  # ("a triangle", "three crosses", ...) with this probability (tasks.py).
+  c.data.prompt_variants = 0.0
   c.data.num_threads = 2
   c.data.num_workers = 0
   c.data.prefetch = 4

@@ -141,6 +141,9 @@ def _base() -> ml_collections.ConfigDict:
   c.eval.batch_size = 32
   c.eval.num_batches = 12  # 384 held-out images at batch 32; 0 = no eval
   c.eval.num_samples = 8
+  # Prompt-following ceiling: shapes-GenEval of this many reconstructed
+  # held-out shapes images (evals/shapes_geneval.py); 0 = off.
+  c.eval.geneval_images = 96
   return c
 
 
@@ -178,6 +181,7 @@ def _mu(c):
   c.eval.batch_size = 8
   c.eval.num_batches = 2
   c.eval.num_samples = 4
+  c.eval.geneval_images = 8
 
 
 def _cpu(c):

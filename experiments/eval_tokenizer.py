@@ -24,8 +24,8 @@ from nextflow_jax import checkpoint  # pylint: disable=g-import-not-at-top
 from nextflow_jax import sharding
 from nextflow_jax.data import sources as sources_lib
 from nextflow_jax.data import transforms
+from nextflow_jax import workdirs
 from nextflow_jax.evals import reconstruction
-from nextflow_jax.trainers import extract
 
 _WORKDIR = flags.DEFINE_string("tokenizer_workdir", None, "Tokenizer workdir.")
 _SOURCES = flags.DEFINE_list("sources", ["twemoji/64px", "shapes/64px"],
@@ -38,11 +38,11 @@ _BATCH = flags.DEFINE_integer("batch_size", 32, "Eval batch size.")
 def main(argv):
   del argv
   mesh = sharding.make_mesh((-1, 1, 1))
-  model, params, schedule, saved = extract.load_tokenizer(
+  model, params, schedule, saved = workdirs.load_tokenizer(
       _WORKDIR.value, mesh, sharding.get_rules("dp"))
   step = checkpoint.Checkpointer(
       os.path.join(_WORKDIR.value, "checkpoints")).latest_step()
-  size = saved.data.image_size
+  size = saved["data"]["image_size"]
   prepare = transforms.parse(f"check_image|resize({size})|to_float")
   eval_fn = reconstruction.make_eval_fn(model, schedule)
   data_dir = os.path.expanduser(_DATA_DIR.value or "~/tensorflow_datasets")

@@ -34,15 +34,15 @@ from absl import flags
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common
 
 from nextflow_jax import config_lib
 from nextflow_jax import sharding
+from nextflow_jax import workdirs
 from nextflow_jax.data import sequences
-from nextflow_jax.trainers import pretrain
+from nextflow_jax.trainers import pretrain_step
 
 _MICRO = flags.DEFINE_integer("micro_batch", 1, "Sequences per device.")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,10 +58,10 @@ def preset_config(preset):
 
 
 def state_bytes(config, rules_name, mesh_shape):
-  model = pretrain.model_from_config(
+  model = workdirs.build_model(
       config.model, text_vocab_size=config.model.text_vocab_size,
       codebook_size=CODEBOOK, code_dim=CODE_DIM)
-  tx = pretrain.make_optimizer(config.optim, config.train.num_steps)
+  tx = pretrain_step.make_optimizer(config.optim, config.train.num_steps)
   batch = {k: jnp.zeros((1, 8) + v.shape[1:], v.dtype) for k, v in
            sequences.pad(sequences.build([sequences.Text([1])],
                                          sequences.Layout(),
@@ -69,8 +69,8 @@ def state_bytes(config, rules_name, mesh_shape):
 
   def init_state(rng):
     params = model.init(rng, batch)["params"]
-    return pretrain.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                               opt_state=tx.init(params))
+    return pretrain_step.TrainState(step=jnp.zeros((), jnp.int32),
+                                    params=params, opt_state=tx.init(params))
 
   devices = jax.devices()[:math.prod(mesh_shape)]
   mesh = sharding.make_mesh(mesh_shape, devices)

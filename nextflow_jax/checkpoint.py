@@ -20,6 +20,9 @@ The only module that imports orbax. One `Checkpointer` per workdir wraps a
   ckpt = Checkpointer(f"{workdir}/checkpoints")
   ckpt.save(step, state, data_iterator=it, config=config)
   state, step = ckpt.restore(abstract_state, data_iterator=it)
+
+`save_tree` / `load_tree` store one pytree of arrays in a folder of its own
+(no steps, no iterator): the parameters of a model bundle (`bundle.py`).
 """
 
 from __future__ import annotations
@@ -186,3 +189,31 @@ def _config_to_json(config: ml_collections.ConfigDict | dict) -> dict:
   if isinstance(config, ml_collections.ConfigDict):
     return json.loads(config.to_json_best_effort())
   return json.loads(json.dumps(config, default=str))
+
+
+def save_tree(directory: str, tree: Any) -> None:
+  """Writes a pytree of arrays into `directory` (must not exist yet).
+
+  Synchronous and atomic: Orbax writes a temporary folder and renames it.
+  """
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(os.path.abspath(directory), tree)
+  checkpointer.wait_until_finished()
+  checkpointer.close()
+
+
+def load_tree(directory: str) -> Any:
+  """Reads what `save_tree` wrote, as host numpy arrays."""
+  directory = os.path.abspath(directory)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"{directory} does not exist.")
+  checkpointer = ocp.StandardCheckpointer()
+  try:
+    metadata = checkpointer.metadata(directory)
+    metadata = getattr(metadata, "item_metadata", metadata)
+    target = jax.tree.map(
+        lambda m: np.empty(m.shape, m.dtype) if hasattr(m, "shape") else m,
+        metadata)
+    return checkpointer.restore(directory, target)
+  finally:
+    checkpointer.close()

@@ -132,19 +132,17 @@ def _coerce(key: str, raw: str, current: Any) -> Any:
 # ---------------------------------------------------------------- validation
 
 
-def validate(config: ml_collections.ConfigDict, workdir: str | None,
-             trainers: Mapping[str, Any] | None = None) -> None:
-  """Checks a config before anything runs; raises `ConfigError` on the first
-  invalid value.
+def validate(config: ml_collections.ConfigDict, workdir: str | None) -> None:
+  """Checks the sections every job shares before anything runs; raises
+  `ConfigError` on the first invalid value.
+
+  A trainer's own sections are checked by its `check_config`;
+  `trainers.validate` runs both (that is what `main` does).
 
   Args:
     config: the full config.
     workdir: where the job writes; must exist or be creatable, and writable.
-    trainers: registered trainer names (checked against `config.trainer`).
   """
-  if trainers is not None and config.get("trainer") not in trainers:
-    raise ConfigError("trainer", config.get("trainer"),
-                      f"choose one of {sorted(trainers)}.")
   mesh_shape = _validate_sharding(config)
   if "data" in config:
     _validate_data(config, mesh_shape)
@@ -167,26 +165,6 @@ def validate(config: ml_collections.ConfigDict, workdir: str | None,
     raise ConfigError("init_from", config.init_from,
                       "must be the --workdir of a previous stage (it must "
                       "hold checkpoints/).")
-  if "extract" in config:
-    ext = config.extract
-    if ext.temperature <= 0:
-      raise ConfigError("extract.temperature", ext.temperature,
-                        "must be > 0.")
-    if not 0.0 <= ext.rate <= 1.0:
-      raise ConfigError("extract.rate", ext.rate, "must be in [0, 1].")
-    if ext.top_k < 2:
-      raise ConfigError("extract.top_k", ext.top_k, "must be >= 2.")
-    if ext.residual_from not in ("inputs", "targets"):
-      raise ConfigError("extract.residual_from", ext.residual_from,
-                        "choose 'inputs' or 'targets'.")
-    if ext.schedule:  # Its last scale is checked against the tokenizer's.
-      try:
-        scales.validate_schedule(scales.parse_schedule(ext.schedule),
-                                 name="extract.schedule")
-      except ValueError as e:
-        raise ConfigError("extract.schedule", ext.schedule, str(e))
-  if "sample" in config:
-    _validate_sample(config.sample)
   if "train" in config:
     for key in ("num_steps", "log_every_steps", "ckpt_every_steps",
                 "eval_every_steps", "keep_checkpoints"):
@@ -195,30 +173,6 @@ def validate(config: ml_collections.ConfigDict, workdir: str | None,
                           "must be a positive integer.")
   if workdir is not None:
     check_workdir(workdir)
-
-
-def _validate_sample(sample) -> None:
-  from nextflow_jax.trainers import sample as sample_trainer  # pylint: disable=g-import-not-at-top
-  if not sample.model_workdir or not os.path.isdir(
-      os.path.join(sample.model_workdir, "checkpoints")):
-    raise ConfigError("sample.model_workdir", sample.model_workdir,
-                      "give the --workdir of a pretrained model (it must "
-                      "hold checkpoints/).")
-  unknown = [t for t in sample.tasks if t not in sample_trainer.TASKS]
-  if unknown or not sample.tasks:
-    raise ConfigError("sample.tasks", list(sample.tasks),
-                      f"choose from {list(sample_trainer.TASKS)}.")
-  if sample.num_examples < 1:
-    raise ConfigError("sample.num_examples", sample.num_examples,
-                      "must be positive.")
-  try:
-    sample_trainer.from_config_dict(sample.sampling)
-  except ValueError as e:  # SamplingConfig names the field first: "top_p=..."
-    field = str(e).split("=", 1)[0]
-    if field not in sample.sampling:
-      raise ConfigError("sample.sampling", sample.sampling.to_dict(), str(e))
-    raise ConfigError(f"sample.sampling.{field}", sample.sampling[field],
-                      str(e))
 
 
 def _validate_sharding(config) -> tuple[int, ...]:
@@ -247,8 +201,6 @@ def _validate_data(config, mesh_shape: tuple[int, ...]) -> None:
         "data.global_batch_size", bs,
         f"must be a positive multiple of the data-parallel size {dp} "
         f"(mesh data x fsdp) and of the process count {jax.process_count()}.")
-  if "codes_dir" in data:
-    _validate_sequences(config)
   if "sources" not in data:
     return
   if not data.sources:
@@ -266,74 +218,6 @@ def _validate_data(config, mesh_shape: tuple[int, ...]) -> None:
   if "image_size" in data and data.image_size < 8:
     raise ConfigError("data.image_size", data.image_size,
                       "must be an int >= 8 (pixels per side).")
-
-
-def _validate_sequences(config) -> None:
-  """Pretraining: the code shards, sequence length, tasks, model shape."""
-  from nextflow_jax.data import tasks  # pylint: disable=g-import-not-at-top
-  data = config.data
-  if not data.codes_dir or not os.path.isdir(os.path.join(data.codes_dir,
-                                                          "codes")):
-    raise ConfigError("data.codes_dir", data.codes_dir,
-                      "give the --workdir of configs/extract.py (it must "
-                      "hold codes/).")
-  chunk = config.loss.chunk_size
-  if data.seq_len < 1 or data.seq_len % min(chunk, data.seq_len):
-    raise ConfigError("data.seq_len", data.seq_len,
-                      f"must be a positive multiple of loss.chunk_size="
-                      f"{chunk}.")
-  unknown = [t for t in data.tasks if t not in tasks.TASKS]
-  if unknown or not data.tasks:
-    raise ConfigError("data.tasks", data.tasks,
-                      f"choose from {list(tasks.TASKS)}.")
-  if len(data.task_weights) != len(data.tasks) or any(
-      w <= 0 for w in data.task_weights):
-    raise ConfigError("data.task_weights", data.task_weights,
-                      f"give one positive weight per task "
-                      f"({len(data.tasks)}).")
-  if data.packing not in ("first_fit", "none"):
-    raise ConfigError("data.packing", data.packing,
-                      "choose 'first_fit' or 'none'.")
-  if not 0.0 <= data.condition_dropout < 1.0:
-    raise ConfigError("data.condition_dropout", data.condition_dropout,
-                      "must be in [0, 1).")
-  model = config.model
-  if model.num_heads % model.num_kv_heads:
-    raise ConfigError("model.num_kv_heads", model.num_kv_heads,
-                      f"must divide model.num_heads={model.num_heads}.")
-  if config.layout.alpha < 0:
-    raise ConfigError("layout.alpha", config.layout.alpha, "must be >= 0.")
-  _validate_image_order(config)
-
-
-def _validate_image_order(config) -> None:
-  """`layout.image_order`; raster order needs single-scale codes."""
-  # pylint: disable=g-import-not-at-top
-  from nextflow_jax.data import records
-  from nextflow_jax.data import sequences
-  from nextflow_jax.trainers import pretrain
-  # pylint: enable=g-import-not-at-top
-  layout = config.layout
-  if layout.image_order not in sequences.IMAGE_ORDERS:
-    raise ConfigError("layout.image_order", layout.image_order,
-                      f"choose one of {list(sequences.IMAGE_ORDERS)}.")
-  if layout.image_order != "raster":
-    return
-  if layout.context_final_block:
-    raise ConfigError("layout.context_final_block", True,
-                      "applies to next-scale order only (raster context "
-                      "images get every cell); set it to False.")
-  try:  # The codes' schedule, when the extraction is already there.
-    folder = pretrain.code_folders(config.data.codes_dir, config.data.split)[0]
-    schedule = scales.parse_schedule(
-        records.read_manifest(folder)["schedule"])
-  except (OSError, ValueError, KeyError):
-    return  # pretrain.run reports a missing or broken extraction.
-  try:
-    sequences.check_image_order("raster", schedule)
-  except ValueError as e:
-    raise ConfigError("layout.image_order", "raster",
-                      f"the codes in {folder}: {e}")
 
 
 def _validate_tokenizer(config) -> None:

@@ -50,7 +50,7 @@ def main(argv: Sequence[str]) -> None:
   sharding.maybe_initialize_distributed(_MULTIHOST.value)
   config, workdir = _CONFIG.value, _WORKDIR.value
   try:
-    config_lib.validate(config, workdir, trainers.TRAINERS)
+    trainers.validate(config, workdir)
   except config_lib.ConfigError as e:
     logging.error("%s", e)
     sys.exit(f"Invalid config: {e}")

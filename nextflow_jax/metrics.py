@@ -114,12 +114,19 @@ def format_seconds(seconds: float) -> str:
 
 
 class Progress:
-  """Steps per second (since the last update) and ETA to `total_steps`."""
+  """Steps per second (since the last update) and ETA.
 
-  def __init__(self, total_steps: int, start_step: int = 0):
+  The ETA is the time to `total_steps` at the current rate, or the time
+  left of `time_budget_sec` (a run's `train.max_minutes`) when that ends
+  the run first.
+  """
+
+  def __init__(self, total_steps: int, start_step: int = 0,
+               time_budget_sec: float = 0.0):
     self.total_steps = total_steps
+    self.time_budget_sec = time_budget_sec
+    self._start_time = self._last_time = time.perf_counter()
     self._last_step = start_step
-    self._last_time = time.perf_counter()
 
   def update(self, step: int) -> dict[str, float]:
     now = time.perf_counter()
@@ -127,6 +134,8 @@ class Progress:
     rate = steps / max(now - self._last_time, 1e-9)
     self._last_step, self._last_time = step, now
     eta = (self.total_steps - step) / rate if rate > 0 else float("inf")
+    if self.time_budget_sec > 0:
+      eta = min(eta, max(0.0, self.time_budget_sec - (now - self._start_time)))
     return {"steps_per_sec": rate, "eta_sec": eta}
 
 

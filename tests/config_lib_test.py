@@ -36,7 +36,7 @@ def test_every_preset_loads_and_validates(name, preset, tmp_path):
   if "codes_dir" in config.get("data", {}):  # Needs an extraction's workdir.
     (tmp_path / "codes" / "codes").mkdir(parents=True)
     config.data.codes_dir = str(tmp_path / "codes")
-  config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+  trainers.validate(config, str(tmp_path))
 
 
 def data_config(arg="mu"):
@@ -93,7 +93,7 @@ def test_each_bad_value_fails_with_its_message(key, value, match, tmp_path):
   section, _, leaf = key.rpartition(".")
   (config[section] if section else config)[leaf] = value
   with pytest.raises(config_lib.ConfigError, match=match):
-    config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+    trainers.validate(config, str(tmp_path))
 
 
 def test_workdir_that_cannot_be_created(tmp_path):
@@ -101,7 +101,7 @@ def test_workdir_that_cannot_be_created(tmp_path):
   blocker.write_text("x")
   with pytest.raises(config_lib.ConfigError,
                      match=r"--workdir=.* cannot create or write to it"):
-    config_lib.validate(data_config(), str(blocker / "run"), trainers.TRAINERS)
+    trainers.validate(data_config(), str(blocker / "run"))
 
 
 @pytest.mark.parametrize("key,value,match", [
@@ -125,7 +125,7 @@ def test_tokenizer_config_errors(key, value, match, tmp_path):
   section, _, leaf = key.rpartition(".")
   (config[section] if section else config)[leaf] = value
   with pytest.raises(config_lib.ConfigError, match=match):
-    config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+    trainers.validate(config, str(tmp_path))
 
 
 @pytest.mark.parametrize("key,value,match", [
@@ -143,14 +143,14 @@ def test_extract_config_errors(key, value, match, tmp_path):
   section, _, leaf = key.rpartition(".")
   (config[section] if section else config)[leaf] = value
   with pytest.raises(config_lib.ConfigError, match=match):
-    config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+    trainers.validate(config, str(tmp_path))
 
 
 def test_pixel_stage_needs_the_semantic_branch_off(tmp_path):
   config = load("tokenizer.py").get_config("mu,stage=pixel")
   with pytest.raises(config_lib.ConfigError,
                      match=r"stage='pixel' trains the pixel branch alone"):
-    config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+    trainers.validate(config, str(tmp_path))
 
 
 @pytest.mark.parametrize("key,value,match", [
@@ -170,7 +170,7 @@ def test_pretrain_config_errors(key, value, match, tmp_path):
   section, _, leaf = key.rpartition(".")
   (config[section] if section else config)[leaf] = value
   with pytest.raises(config_lib.ConfigError, match=match):
-    config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+    trainers.validate(config, str(tmp_path))
 
 
 @pytest.mark.parametrize("schedule,match", [
@@ -186,14 +186,14 @@ def test_raster_order_needs_single_scale_codes(schedule, match, tmp_path):
   records.write_manifest(str(folder), [], 0, [], schedule=schedule)
   config.data.codes_dir = str(tmp_path / "codes")
   if match is None:
-    config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+    trainers.validate(config, str(tmp_path))
   else:
     with pytest.raises(config_lib.ConfigError, match=match):
-      config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+      trainers.validate(config, str(tmp_path))
   config.layout.context_final_block = True
   with pytest.raises(config_lib.ConfigError, match=r"context_final_block="
                      r"True is invalid: applies to next-scale order only"):
-    config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+    trainers.validate(config, str(tmp_path))
 
 
 def sample_config(arg="mu"):
@@ -212,7 +212,7 @@ def test_bad_sampling_values_fail_up_front(arg, key, match, tmp_path):
   (tmp_path / "model" / "checkpoints").mkdir(parents=True)
   config = sample_config(f"mu,{arg},sample.model_workdir={tmp_path}/model")
   with pytest.raises(config_lib.ConfigError, match=match) as e:
-    config_lib.validate(config, str(tmp_path / "out"))
+    trainers.validate(config, str(tmp_path / "out"))
   assert key in str(e.value)
 
 

@@ -109,7 +109,7 @@ def make_sequence_dataset(sources: Sequence[sources_lib.Source], *,
                           num_epochs: int | None = None,
                           shard_index: int = 0, shard_count: int = 1,
                           num_threads: int = 2, prefetch: int = 4,
-                          ) -> grain.IterDataset:
+                          num_workers: int = 0) -> grain.IterDataset:
   """Records -> laid-out sequences -> packed/padded rows -> batches.
 
   Args:
@@ -125,6 +125,8 @@ def make_sequence_dataset(sources: Sequence[sources_lib.Source], *,
     weights, seed, shuffle, num_epochs, shard_index, shard_count: as in
       `make_dataset`.
     num_threads, prefetch: Grain read options.
+    num_workers: > 0 lays out and packs in that many Grain worker processes
+      (`build` must be picklable; absl flags must be parsed).
 
   Returns:
     An `IterDataset` of dicts of (batch, seq_len, ...) arrays with the
@@ -150,7 +152,10 @@ def make_sequence_dataset(sources: Sequence[sources_lib.Source], *,
         it, length_struct={f: seq_len for f in sequences.FIELDS},
         num_packing_bins=num_packing_bins, seed=seed, shuffle_bins=shuffle)
     it = it.map(_rename_packed)
-  return it.batch(batch_size, drop_remainder=True)
+  it = it.batch(batch_size, drop_remainder=True)
+  if num_workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return it
 
 
 def _check_length(example: dict, seq_len: int) -> dict:

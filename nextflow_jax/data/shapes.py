@@ -974,20 +974,43 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
     config = self.builder_config
-    size, frames = config.image_size, config.num_frames
-    train_seed = 2 * config.seed
-    if split == "train":
-      for i in range(config.num_train):
-        yield i, make_example(i, train_seed, size, frames)
-      return
-    train_scenes = {
-        sample_scene(_example_rng(i, train_seed), size).to_json()
-        for i in range(config.num_train)
-    }
-    index, written = 0, 0
-    while written < config.num_test:
-      example = make_example(index, train_seed + 1, size, frames)
-      if example["scene"] not in train_scenes:
-        yield index, example
-        written += 1
-      index += 1
+    for index, seed in split_indices(config, split):
+      yield index, make_example(index, seed, config.image_size,
+                                config.num_frames)
+
+
+def split_indices(config: ShapesConfig, split: str) -> list[tuple[int, int]]:
+  """(index, seed) of each record of a split, in order: record k of the
+  split is `make_example(*split_indices(config, split)[k], ...)`."""
+  train_seed = 2 * config.seed
+  if split == "train":
+    return [(i, train_seed) for i in range(config.num_train)]
+  if split != "test":
+    raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+  train_scenes = {scene.to_json() for scene in split_scenes(config, "train")}
+  out, index = [], 0
+  while len(out) < config.num_test:
+    scene = sample_scene(_example_rng(index, train_seed + 1),
+                         config.image_size)
+    if scene.to_json() not in train_scenes:
+      out.append((index, train_seed + 1))
+    index += 1
+  return out
+
+
+def split_scenes(config: ShapesConfig, split: str) -> list[Scene]:
+  """The scene of each image of a split (as `Shapes` writes it), without
+  rendering anything: e.g. to know which captions training has seen."""
+  if split == "train":
+    return [sample_scene(_example_rng(i, 2 * config.seed), config.image_size)
+            for i in range(config.num_train)]
+  return [sample_scene(_example_rng(i, seed), config.image_size)
+          for i, seed in split_indices(config, split)]
+
+
+def builder_config(name: str) -> ShapesConfig:
+  """The `Shapes` config of that name ("32px", "64px")."""
+  configs = {c.name: c for c in Shapes.BUILDER_CONFIGS}
+  if name not in configs:
+    raise ValueError(f"shapes has configs {sorted(configs)}, not {name!r}.")
+  return configs[name]

@@ -21,8 +21,13 @@ default: with the caption dropped for CFG, `<bos> image <eos>` would teach
 the model to end right after an image, which is exactly where a caption
 starts (`<bos> image caption`), and greedy captioning then writes nothing
 (measured: P(<eos>) 0.24 > P("a") 0.23 after 627 steps of the cpu preset).
-The image schedule, not `<eos>`, ends image generation. Classifier-free
-guidance: with probability
+The image schedule, not `<eos>`, ends image generation. Prompt variants
+(`prompt_variants`, shapes records only): with that probability a t2i
+caption is replaced by the prompt of a GenEval category the record's scene
+satisfies, drawn uniformly ("a triangle", "three crosses", "a circle left
+of a square", ...; `shapes_grammar.scene_prompts`), so the model learns
+prompts that leave attributes open. Classifier-free guidance: with
+probability
 `condition_dropout` the text condition of t2i / edit / video is replaced by
 nothing (the unconditional branch at sampling time is the empty prompt).
 A task needs its fields; `TaskBuilder` raises a clear error naming the
@@ -38,6 +43,8 @@ import grain
 import numpy as np
 
 from nextflow_jax.data import sequences as seq
+from nextflow_jax.data import shapes
+from nextflow_jax.data import shapes_grammar as grammar
 from nextflow_jax.text import tokenizer as text_tokenizer
 from nextflow_jax.text import vocab
 
@@ -64,15 +71,18 @@ class TaskBuilder:
     t2i_eos_loss: supervise the `<eos>` after a t2i image (module
       docstring; paper: open).
     condition_dropout: probability of dropping the text condition.
+    prompt_variants: probability of a GenEval-category prompt instead of
+      the caption of a shapes t2i sample (module docstring).
   """
 
   def __init__(self, text_tokenizer_path: str, *, prompt_loss: bool = False,
                t2i_eos_loss: bool = False,
-               condition_dropout: float = 0.1):
+               condition_dropout: float = 0.1, prompt_variants: float = 0.0):
     self.path = text_tokenizer_path
     self.prompt_loss = prompt_loss
     self.t2i_eos_loss = t2i_eos_loss
     self.condition_dropout = condition_dropout
+    self.prompt_variants = prompt_variants
     self._tok = None
 
   def __getstate__(self):
@@ -93,7 +103,8 @@ class TaskBuilder:
     bos, eos = seq.Text([vocab.BOS_ID], loss=False), seq.Text([vocab.EOS_ID])
     drop = rng.random() < self.condition_dropout
     if task == "t2i":
-      prompt = [] if drop else self.text(record, record["caption"])
+      prompt = [] if drop else self.text(record, self._t2i_caption(record,
+                                                                   rng))
       return [*t2i_prompt(prompt, loss=self.prompt_loss),
               seq.image_from_record(record, "image"),
               seq.Text([vocab.EOS_ID], loss=self.t2i_eos_loss)]
@@ -126,6 +137,17 @@ class TaskBuilder:
                *record.get("answers", ())]
       return [bos, seq.Text(self.text(record, " ".join(texts))), eos]
     raise ValueError(f"unknown task {task!r}; choose from {TASKS}.")
+
+  def _t2i_caption(self, record: dict[str, Any],
+                   rng: np.random.Generator) -> str:
+    """The caption, or (shapes records, `prompt_variants`) a category
+    prompt of the record's scene."""
+    if not self.prompt_variants or "scene" not in record or (
+        rng.random() >= self.prompt_variants):
+      return record["caption"]
+    variants = grammar.scene_prompts(shapes.Scene.from_json(record["scene"]))
+    categories = sorted(set(variants) - {grammar.FULL})
+    return variants[categories[int(rng.integers(len(categories)))]]
 
 
 # Prompts: the part of each task's document before what the model writes.

@@ -108,6 +108,20 @@ def make_preview_fn(model: model_lib.VisionTokenizer,
   return preview_fn
 
 
+def make_reconstruct_fn(model: model_lib.VisionTokenizer,
+                        schedule: quantizer_lib.Schedule
+                        ) -> Callable[[dict, jax.Array], jax.Array]:
+  """Jitted (params, images (B, H, W, 3)) -> top-1 codes decoded back."""
+
+  @jax.jit
+  def reconstruct_fn(params, images):
+    variables = {"params": params}
+    indices = model.apply(variables, images, schedule, method=model.encode)
+    return model.apply(variables, indices, schedule, method=model.decode)
+
+  return reconstruct_fn
+
+
 def evaluate(eval_fn, params, batches: Iterator[dict],
              num_batches: int | None = None) -> dict[str, float]:
   """Averages `eval_fn` over batches of {"image": (B, H, W, 3)}.

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """The Python API for sampling from a trained NextFlow.
 
-  gen = Generator.from_workdir("runs/nextflow")      # a pretrain workdir
+  gen = Generator.from_pretrained("pretrained/shapes-cpu")  # a bundle
+  gen = Generator.from_workdir("runs/nextflow")      # or a pretrain workdir
   out = gen.text_to_image(["two red circles"], SamplingConfig(seed=1))
   out.pixels                                         # (B, H, W, 3) uint8
   gen.caption(out.pixels)                            # ["two red circles"]
@@ -27,20 +28,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from nextflow_jax import checkpoint
+from nextflow_jax import bundle
 from nextflow_jax import metrics
 from nextflow_jax import scales
-from nextflow_jax import sharding
-from nextflow_jax.data import records
+from nextflow_jax import workdirs
 from nextflow_jax.data import sequences
 from nextflow_jax.data import tasks
 from nextflow_jax.model import nextflow
@@ -122,6 +120,23 @@ class Generator:
   # ------------------------------------------------------------ loading
 
   @classmethod
+  def from_trained(cls, trained: workdirs.TrainedModel, *,
+                   max_prompt_len: int = 0) -> "Generator":
+    """A Generator over a loaded model (`workdirs` / `bundle`)."""
+    return cls(trained.model, trained.params, tokenizer=trained.tokenizer,
+               tokenizer_params=trained.tokenizer_params,
+               text_tokenizer=trained.text_tokenizer,
+               schedule=trained.schedule, layout=trained.layout,
+               max_prompt_len=max_prompt_len)
+
+  @classmethod
+  def from_pretrained(cls, folder: str, *,
+                      max_prompt_len: int = 0) -> "Generator":
+    """Loads a model bundle (`bundle.py`), e.g. "pretrained/shapes-cpu"."""
+    return cls.from_trained(bundle.load(folder),
+                            max_prompt_len=max_prompt_len)
+
+  @classmethod
   def from_workdir(cls, workdir: str, *, step: int | None = None,
                    tokenizer_workdir: str = "",
                    max_prompt_len: int = 0) -> "Generator":
@@ -132,42 +147,10 @@ class Generator:
     tokenizer (the schedule is then the tokenizer's). A model trained in
     raster order samples with `raster.py`.
     """
-    from nextflow_jax.trainers import common  # pylint: disable=g-import-not-at-top
-    from nextflow_jax.trainers import extract  # pylint: disable=g-import-not-at-top
-    from nextflow_jax.trainers import pretrain  # pylint: disable=g-import-not-at-top
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
-    if ckpt.latest_step() is None:
-      raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; train "
-                              "a model with configs/nextflow.py first.")
-    saved = ml_collections.ConfigDict(ckpt.restore_config(step))
-    raw = ckpt.restore_raw(step)["params"]
-    ckpt.close()
-    codes_schedule = None
-    if not tokenizer_workdir:
-      manifest = records.read_manifest(_code_folder(saved.data.codes_dir,
-                                                    saved.data.split))
-      tokenizer_workdir = manifest["tokenizer_workdir"]
-      codes_schedule = scales.parse_schedule(manifest["schedule"])
-    text_tok = text_tokenizer_lib.TextTokenizer.load(
-        os.path.join(tokenizer_workdir, common.TEXT_TOKENIZER_FILE))
-    mesh = sharding.make_mesh((-1, 1, 1))
-    rules = sharding.get_rules("dp")
-    tok_model, tok_params, schedule, _ = extract.load_tokenizer(
-        tokenizer_workdir, mesh, rules)
-    model = pretrain.model_from_config(
-        saved.model, text_vocab_size=raw["token_embed"].shape[0],
-        codebook_size=raw["code_embed"].shape[0],
-        code_dim=raw["code_embed"].shape[1])
-    layout = sequences.Layout(
-        rope_range=saved.layout.rope_range,
-        upsample_method=tok_model.upsample_method, alpha=saved.layout.alpha,
-        context_final_block=saved.layout.context_final_block,
-        image_order=saved.layout.get("image_order", "next_scale"))
-    params = jax.tree.map(jnp.asarray, raw)
-    return cls(model, params, tokenizer=tok_model,
-               tokenizer_params=tok_params, text_tokenizer=text_tok,
-               schedule=codes_schedule or schedule, layout=layout,
-               max_prompt_len=max_prompt_len)
+    return cls.from_trained(
+        workdirs.load_pretrain_run(workdir, step=step,
+                                   tokenizer_workdir=tokenizer_workdir),
+        max_prompt_len=max_prompt_len)
 
   # ------------------------------------------------------ pixels, codes
 
@@ -477,12 +460,3 @@ class Generator:
 def _rows(codes: Codes) -> list[Codes]:
   """Per-scale (B, h, w) codes -> per-row lists of (h, w) codes."""
   return [[c[r] for c in codes] for r in range(codes[0].shape[0])]
-
-
-def _code_folder(codes_dir: str, split: str) -> str:
-  folder = os.path.join(codes_dir, "codes", split)
-  if not os.path.isdir(folder):
-    raise FileNotFoundError(
-        f"{folder} does not exist, so the tokenizer of this model is unknown;"
-        " pass tokenizer_workdir=<the tokenizer's workdir>.")
-  return folder

@@ -16,16 +16,15 @@ from absl import logging
 import flax.linen as nn
 import jax
 import ml_collections
-import numpy as np
 import tensorflow_datasets as tfds
 
 from nextflow_jax import sharding
+from nextflow_jax import workdirs
 from nextflow_jax.data import pipeline
 from nextflow_jax.data import sources as sources_lib
 from nextflow_jax.data import transforms as transforms_lib
 from nextflow_jax.text import tokenizer as text_tokenizer
 
-TEXT_TOKENIZER_FILE = "text_tokenizer.model"
 # Fields whose text trains the text tokenizer (str or list of str).
 TEXT_FIELDS = ("caption", "questions", "answers", "edit_instruction",
                "motion_caption", "text")
@@ -65,7 +64,7 @@ def ensure_text_tokenizer(workdir: str, opened: list[sources_lib.Source],
   Returns:
     (tokenizer, whether it was trained now).
   """
-  path = os.path.join(workdir, TEXT_TOKENIZER_FILE)
+  path = os.path.join(workdir, workdirs.TEXT_TOKENIZER_FILE)
   if os.path.exists(path):
     logging.info("reusing text tokenizer %s", path)
     return text_tokenizer.TextTokenizer.load(path), False
@@ -143,11 +142,3 @@ def abstract_target(state: Any) -> Any:
   return jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
       state)
-
-
-def check_finite(loss: float, step: int, last_checkpoint: int | None) -> None:
-  """Stops training on a NaN/inf loss, saying the checkpoint is intact."""
-  if not np.isfinite(loss):
-    raise FloatingPointError(
-        f"loss is {loss} at step {step}; the last checkpoint "
-        f"({last_checkpoint}) is intact. Lower optim.lr or check the data.")

@@ -43,20 +43,18 @@ import time
 from typing import Any
 
 from absl import logging
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nextflow_jax import checkpoint
+from nextflow_jax import config_lib
 from nextflow_jax import scales
 from nextflow_jax import sharding
+from nextflow_jax import workdirs
 from nextflow_jax.data import records
 from nextflow_jax.data import sources as sources_lib
 from nextflow_jax.data import transforms as transforms_lib
 from nextflow_jax.trainers import common
-from nextflow_jax.trainers import tokenizer as tokenizer_trainer
 
 # Fields copied as they are (when a record has them).
 TEXT_FIELDS = ("caption", "questions", "answers", "edit_instruction",
@@ -64,25 +62,30 @@ TEXT_FIELDS = ("caption", "questions", "answers", "edit_instruction",
                "text", "codepoints", "file")
 
 
-def load_tokenizer(workdir: str, mesh, rules):
-  """(model, params, schedule, saved config) from a tokenizer workdir."""
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
-  if ckpt.latest_step() is None:
-    raise FileNotFoundError(f"no tokenizer checkpoint in {workdir}/checkpoints;"
-                            " train one with configs/tokenizer.py first.")
-  saved = ml_collections.ConfigDict(ckpt.restore_config())
-  model = tokenizer_trainer.model_from_config(saved.tokenizer)
-  schedule = tokenizer_trainer.schedule_from_config(saved.tokenizer)
-  raw = ckpt.restore_raw()["params"]["tokenizer"]
-  ckpt.close()
-  size = saved.data.image_size
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    abstract = jax.eval_shape(
-        lambda rng: model.init(rng, jnp.zeros((1, size, size, 3)), schedule),
-        jax.random.key(0))
-    shardings = sharding.logical_shardings(abstract, mesh, rules)["params"]
-  params = jax.device_put(raw, shardings)
-  return model, params, schedule, saved
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Up-front checks of the `extract` section (run by `trainers.validate`).
+
+  Raises:
+    config_lib.ConfigError: naming the key, the value and what is allowed.
+  """
+  ext = config.extract
+  if ext.temperature <= 0:
+    raise config_lib.ConfigError("extract.temperature", ext.temperature,
+                                 "must be > 0.")
+  if not 0.0 <= ext.rate <= 1.0:
+    raise config_lib.ConfigError("extract.rate", ext.rate,
+                                 "must be in [0, 1].")
+  if ext.top_k < 2:
+    raise config_lib.ConfigError("extract.top_k", ext.top_k, "must be >= 2.")
+  if ext.residual_from not in ("inputs", "targets"):
+    raise config_lib.ConfigError("extract.residual_from", ext.residual_from,
+                                 "choose 'inputs' or 'targets'.")
+  if ext.schedule:  # Its last scale is checked against the tokenizer's.
+    try:
+      scales.validate_schedule(scales.parse_schedule(ext.schedule),
+                               name="extract.schedule")
+    except ValueError as e:
+      raise config_lib.ConfigError("extract.schedule", ext.schedule, str(e))
 
 
 def codes_schedule(spec: str, trained: scales.Schedule) -> scales.Schedule:
@@ -115,9 +118,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                        devices=jax.local_devices())
   rules = sharding.get_rules(config.sharding.rules,
                              config.sharding.get("rule_overrides", ()))
-  model, params, trained, saved = load_tokenizer(
+  model, params, trained, saved = workdirs.load_tokenizer(
       config.tokenizer_workdir, mesh, rules)
-  size = saved.data.image_size
+  size = saved["data"]["image_size"]
   ext = config.extract
   schedule = codes_schedule(ext.schedule, trained)
   code_dtype = np.int16 if model.codebook_size <= 32768 else np.int32

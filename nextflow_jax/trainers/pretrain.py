@@ -11,8 +11,9 @@ scale-reweighted visual cross-entropy (`model/losses.py`).
   * Sharded init: `eval_shape` -> shardings from logical names ->
     `jit(init, out_shardings=...)`; the step is jitted with donated state.
   * AdamW, warmup + cosine decay, global-norm clipping; gradient
-    accumulation over `optim.grad_accum_steps` micro-batches
-    (`optax.MultiSteps`).
+    accumulation over `optim.grad_accum_steps` micro-batches, the schedule
+    counted in optimizer updates; weight decay on projection matrices and
+    heads only (`pretrain_step.py`).
   * Metrics: loss per modality, per task and per scale group, tokens/s and
     an MFU estimate (6 * params * tokens / s over the device's peak FLOPs).
   * `layout.image_order = "raster"` trains the raster-scan baseline (the
@@ -20,13 +21,12 @@ scale-reweighted visual cross-entropy (`model/losses.py`).
     same tokenizer (`extract.schedule`).
   * Resume: the workdir's checkpoint (state + data position) > scratch.
     The code embedding table starts from the tokenizer's code vectors.
-  * A non-finite loss stops the run with a clear message; the last
-    checkpoint stays intact.
+  * The loop (`loop.py`): a non-finite loss or parameters stop the run;
+    checkpoints only ever hold finite parameters.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -34,108 +34,31 @@ import time
 from typing import Any
 
 from absl import logging
-import flax
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
-import optax
+import numpy as np
 
 from nextflow_jax import checkpoint
+from nextflow_jax import config_lib
 from nextflow_jax import metrics
 from nextflow_jax import scales
 from nextflow_jax import sharding
+from nextflow_jax import workdirs
 from nextflow_jax.data import pipeline
 from nextflow_jax.data import records
 from nextflow_jax.data import sequences
-from nextflow_jax.data import sources as sources_lib
 from nextflow_jax.data import tasks as tasks_lib
 from nextflow_jax.model import losses
-from nextflow_jax.model import nextflow
-from nextflow_jax.text import tokenizer as text_tokenizer
 from nextflow_jax.trainers import common
-from nextflow_jax.trainers import extract
+from nextflow_jax.trainers import loop
+from nextflow_jax.trainers import pretrain_step
 
 REPORT_FILE = "pretrain_report.json"
 # Peak dense bf16 FLOP/s per device for the MFU estimate (vendor figures).
 PEAK_FLOPS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5p": 459e12,
               "TPU v6 lite": 918e12, "NVIDIA H100": 989e12,
               "NVIDIA H200": 989e12, "NVIDIA A100": 312e12}
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  opt_state: Any
-
-
-def model_from_config(cfg: ml_collections.ConfigDict, *, text_vocab_size: int,
-                      codebook_size: int, code_dim: int) -> nextflow.NextFlow:
-  """`config.model` (+ sizes from the data) -> NextFlow."""
-  fields = {f.name for f in dataclasses.fields(nextflow.NextFlow)} - {
-      "text_vocab_size", "codebook_size", "code_dim"}
-  kwargs = {k: v for k, v in cfg.items() if k in fields}
-  for key in ("dtype", "param_dtype"):
-    kwargs[key] = jnp.dtype(kwargs.get(key, "float32"))
-  if kwargs.get("mrope_sections"):
-    kwargs["mrope_sections"] = tuple(kwargs["mrope_sections"])
-  else:
-    kwargs["mrope_sections"] = None
-  return nextflow.NextFlow(text_vocab_size=text_vocab_size,
-                           codebook_size=codebook_size, code_dim=code_dim,
-                           **kwargs)
-
-
-def make_optimizer(optim: ml_collections.ConfigDict,
-                   num_steps: int) -> optax.GradientTransformation:
-  schedule = optax.warmup_cosine_decay_schedule(
-      0.0, optim.lr, optim.warmup_steps, max(num_steps, optim.warmup_steps + 1),
-      end_value=optim.lr * optim.end_lr_ratio)
-  tx = optax.chain(optax.clip_by_global_norm(optim.grad_clip),
-                   optax.adamw(schedule, b1=optim.b1, b2=optim.b2,
-                               weight_decay=optim.weight_decay))
-  if optim.grad_accum_steps > 1:
-    tx = optax.MultiSteps(tx, every_k_schedule=optim.grad_accum_steps)
-  return tx
-
-
-def make_train_step(model: nextflow.NextFlow, tx, loss_cfg: dict):
-  """Pure `(state, batch) -> (state, metrics)`."""
-
-  def step(state: TrainState, batch):
-    (total, m), grads = jax.value_and_grad(
-        lambda p: losses.sequence_loss(model, p, batch, **loss_cfg),
-        has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    m = dict(m, total_loss=total, grad_norm=optax.tree.norm(grads))
-    return state.replace(step=state.step + 1, params=params,
-                         opt_state=opt_state), m
-
-  return step
-
-
-def code_folders(codes_dir: str, split: str) -> list[str]:
-  """The extraction output folders `codes_dir/codes/<split>*/`."""
-  root = os.path.join(codes_dir, "codes")
-  if not os.path.isdir(root):
-    raise FileNotFoundError(f"{root} does not exist; run configs/extract.py "
-                            f"with --workdir={codes_dir} first.")
-  folders = sorted(os.path.join(root, d) for d in os.listdir(root)
-                   if d == split or d.startswith(split + "-p"))
-  if not folders:
-    raise FileNotFoundError(f"no split {split!r} in {root}: "
-                            f"{sorted(os.listdir(root))}.")
-  return folders
-
-
-def open_code_sources(codes_dir: str, split: str
-                      ) -> tuple[list[sources_lib.Source], dict]:
-  """The extraction output `codes_dir/codes/<split>*/` and its manifest."""
-  folders = code_folders(codes_dir, split)
-  opened = [sources_lib.ArrayRecordSource(f) for f in folders]
-  return opened, records.read_manifest(folders[0])
 
 
 def check_codes_schedule(manifest: dict, tokenizer_schedule: scales.Schedule,
@@ -168,41 +91,128 @@ def check_codes_schedule(manifest: dict, tokenizer_schedule: scales.Schedule,
   return schedule
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Up-front checks of a pretraining config (run by `trainers.validate`).
+
+  Raises:
+    config_lib.ConfigError: naming the key, the value and what is allowed.
+  """
+  data = config.data
+  if not data.codes_dir or not os.path.isdir(os.path.join(data.codes_dir,
+                                                          "codes")):
+    raise config_lib.ConfigError(
+        "data.codes_dir", data.codes_dir,
+        "give the --workdir of configs/extract.py (it must hold codes/).")
+  chunk = config.loss.chunk_size
+  if data.seq_len < 1 or data.seq_len % min(chunk, data.seq_len):
+    raise config_lib.ConfigError(
+        "data.seq_len", data.seq_len,
+        f"must be a positive multiple of loss.chunk_size={chunk}.")
+  unknown = [t for t in data.tasks if t not in tasks_lib.TASKS]
+  if unknown or not data.tasks:
+    raise config_lib.ConfigError("data.tasks", data.tasks,
+                                 f"choose from {list(tasks_lib.TASKS)}.")
+  if len(data.task_weights) != len(data.tasks) or any(
+      w <= 0 for w in data.task_weights):
+    raise config_lib.ConfigError(
+        "data.task_weights", data.task_weights,
+        f"give one positive weight per task ({len(data.tasks)}).")
+  if data.packing not in ("first_fit", "none"):
+    raise config_lib.ConfigError("data.packing", data.packing,
+                                 "choose 'first_fit' or 'none'.")
+  if not 0.0 <= data.condition_dropout < 1.0:
+    raise config_lib.ConfigError("data.condition_dropout",
+                                 data.condition_dropout, "must be in [0, 1).")
+  if not 0.0 <= data.prompt_variants <= 1.0:
+    raise config_lib.ConfigError("data.prompt_variants",
+                                 data.prompt_variants, "must be in [0, 1].")
+  if data.num_workers < 0:
+    raise config_lib.ConfigError(
+        "data.num_workers", data.num_workers,
+        "must be >= 0 (0 = threads only, > 0 = Grain worker processes).")
+  _check_model(config.model)
+  if config.layout.alpha < 0:
+    raise config_lib.ConfigError("layout.alpha", config.layout.alpha,
+                                 "must be >= 0.")
+  if config.optim.grad_accum_steps < 1:
+    raise config_lib.ConfigError("optim.grad_accum_steps",
+                                 config.optim.grad_accum_steps,
+                                 "must be >= 1.")
+  _check_image_order(config)
+
+
+def _check_model(model: ml_collections.ConfigDict) -> None:
+  allowed = workdirs.model_keys()
+  for key in model.keys():
+    if key not in allowed:
+      raise config_lib.ConfigError(
+          f"model.{key}", model[key],
+          f"NextFlow has no such field; the model section may have "
+          f"{sorted(allowed)}.")
+  if model.num_heads % model.num_kv_heads:
+    raise config_lib.ConfigError(
+        "model.num_kv_heads", model.num_kv_heads,
+        f"must divide model.num_heads={model.num_heads}.")
+
+
+def _check_image_order(config) -> None:
+  """`layout.image_order`; raster order needs single-scale codes."""
+  layout = config.layout
+  if layout.image_order not in sequences.IMAGE_ORDERS:
+    raise config_lib.ConfigError(
+        "layout.image_order", layout.image_order,
+        f"choose one of {list(sequences.IMAGE_ORDERS)}.")
+  if layout.image_order != "raster":
+    return
+  if layout.context_final_block:
+    raise config_lib.ConfigError(
+        "layout.context_final_block", True,
+        "applies to next-scale order only (raster context images get every "
+        "cell); set it to False.")
+  try:  # The codes' schedule, when the extraction is already there.
+    folder = workdirs.code_folders(config.data.codes_dir, config.data.split)[0]
+    schedule = scales.parse_schedule(
+        records.read_manifest(folder)["schedule"])
+  except (OSError, ValueError, KeyError):
+    return  # run() reports a missing or broken extraction.
+  try:
+    sequences.check_image_order("raster", schedule)
+  except ValueError as e:
+    raise config_lib.ConfigError("layout.image_order", "raster",
+                                 f"the codes in {folder}: {e}")
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Pretrains; returns the report (also written to the workdir)."""
   mesh, rules = common.mesh_and_rules(config)
   data = config.data
-  train_src, manifest = open_code_sources(data.codes_dir, data.split)
-  eval_src, _ = open_code_sources(data.codes_dir, data.eval_split)
+  train_src, manifest = workdirs.open_code_sources(data.codes_dir, data.split)
+  eval_src, _ = workdirs.open_code_sources(data.codes_dir, data.eval_split)
   tok_workdir = manifest["tokenizer_workdir"]
-  text_tok_path = os.path.join(tok_workdir, common.TEXT_TOKENIZER_FILE)
-  text_tok = text_tokenizer.TextTokenizer.load(text_tok_path)
-  tok_model, tok_params, tok_schedule, _ = extract.load_tokenizer(
+  text_tok = workdirs.load_text_tokenizer(tok_workdir)
+  tok_model, tok_params, tok_schedule, _ = workdirs.load_tokenizer(
       tok_workdir, mesh, rules)
   schedule = check_codes_schedule(manifest, tok_schedule,
                                   config.layout.image_order)
   code_vectors = jax.device_get(tok_model.apply(
       {"params": tok_params}, method=tok_model.code_vectors))
-  model = model_from_config(
+  model = workdirs.build_model(
       config.model, text_vocab_size=max(config.model.text_vocab_size,
                                         text_tok.vocab_size),
       codebook_size=manifest["codebook_size"], code_dim=code_vectors.shape[1])
   if len(schedule) > model.max_scales:
     raise ValueError(f"the schedule has {len(schedule)} scales but "
                      f"model.max_scales={model.max_scales}; raise it.")
-  layout = sequences.Layout(
-      rope_range=config.layout.rope_range,
-      upsample_method=tok_model.upsample_method, alpha=config.layout.alpha,
-      context_final_block=config.layout.context_final_block,
-      image_order=config.layout.image_order)
+  layout = workdirs.build_layout(config.layout, tok_model.upsample_method)
   builder = tasks_lib.TaskBuilder(
-      text_tok_path, prompt_loss=data.prompt_loss,
+      text_tok.source, prompt_loss=data.prompt_loss,
       t2i_eos_loss=data.t2i_eos_loss,
-      condition_dropout=data.condition_dropout)
+      condition_dropout=data.condition_dropout,
+      prompt_variants=data.prompt_variants)
   build = tasks_lib.BuildSequence(builder, data.tasks, data.task_weights,
                                   layout, model.codebook_size)
 
-  def dataset(opened, *, shuffle, num_epochs, seed_offset=0):
+  def dataset(opened, *, shuffle, num_epochs, seed_offset=0, num_workers=0):
     return pipeline.make_sequence_dataset(
         opened, build=build, seq_len=data.seq_len,
         batch_size=data.global_batch_size // jax.process_count(),
@@ -210,32 +220,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         seed=config.seed + seed_offset, shuffle=shuffle,
         num_epochs=num_epochs, shard_index=jax.process_index(),
         shard_count=jax.process_count(), num_threads=data.num_threads,
-        prefetch=data.prefetch)
+        prefetch=data.prefetch, num_workers=num_workers)
 
-  num_steps = config.train.num_steps
-  tx = make_optimizer(config.optim, num_steps)
-  example = {k: jnp.asarray(v) for k, v in sequences.pad(
-      sequences.build([sequences.Text([1])], layout,
-                      codebook_size=model.codebook_size),
-      data.seq_len).items()}
-  example = jax.tree.map(lambda x: x[None], example)
-
-  def init_state(rng):
-    params = model.init(rng, example)["params"]
-    params = {**params, "code_embed": jnp.asarray(code_vectors,
-                                                  model.param_dtype)}
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=tx.init(params))
-
+  settings = loop.LoopSettings.from_config(config)
+  tx = pretrain_step.make_optimizer(config.optim, settings.num_steps)
   state, state_shardings = common.init_sharded(
-      init_state, jax.random.key(config.seed), mesh, rules)
+      pretrain_step.make_init_state(model, tx, pretrain_step.example_batch(layout, model.codebook_size,
+                                               data.seq_len), code_vectors),
+      jax.random.key(config.seed), mesh, rules)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info("NextFlow parameters: %.2fM; seq_len %d, batch %d",
                n_params / 1e6, data.seq_len, data.global_batch_size)
 
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  max_to_keep=config.train.keep_checkpoints)
-  train_iter = iter(dataset(train_src, shuffle=True, num_epochs=None))
+  train_iter = iter(dataset(train_src, shuffle=True, num_epochs=None,
+                            num_workers=data.num_workers))
   if ckpt.latest_step() is not None:
     state, _ = ckpt.restore(common.abstract_target(state),
                             data_iterator=train_iter)
@@ -246,60 +246,52 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                   chunk_size=config.loss.chunk_size,
                   num_tasks=len(tasks_lib.TASKS))
   batch_sharding = sharding.batch_sharding(mesh)
-  step_fn = jax.jit(make_train_step(model, tx, loss_cfg),
+  step_fn = jax.jit(pretrain_step.make_train_step(model, tx, loss_cfg),
                     in_shardings=(state_shardings, batch_sharding),
                     out_shardings=(state_shardings, None), donate_argnums=0)
   eval_fn = jax.jit(lambda p, b: losses.sequence_loss(model, p, b,
                                                       **loss_cfg)[1])
   writer = metrics.Writer(workdir)
-  start = step = int(state.step)
-  progress = metrics.Progress(num_steps, start)
   peak = _peak_flops()
-  tokens_since, t_last, t_start = 0.0, time.perf_counter(), time.perf_counter()
-  # try/finally: pending asynchronous saves finish even when training stops
-  # with an error, so the last checkpoint is always complete.
-  try:
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      while step < num_steps:
-        batch = sharding.shard_batch(next(train_iter), mesh)
-        state, m = step_fn(state, batch)
-        step += 1
-        tokens_since += float(jnp.sum(batch["segment_ids"] > 0))
-        out_of_time = config.train.max_minutes and (
-            time.perf_counter() - t_start > 60 * config.train.max_minutes)
-        last = step == num_steps or out_of_time
-        if step % config.train.log_every_steps == 0 or last:
-          values = jax.device_get(m)
-          common.check_finite(float(values["total_loss"]), step,
-                              ckpt.latest_step())
-          now = time.perf_counter()
-          tokens_per_sec = tokens_since / (now - t_last)
-          tokens_since, t_last = 0.0, now
-          scalars = _flatten_metrics(values)
-          scalars["tokens_per_sec"] = tokens_per_sec
-          scalars["model_tflops_per_sec"] = 6 * n_params * tokens_per_sec / 1e12
-          if peak:
-            scalars["mfu"] = 6 * n_params * tokens_per_sec / (
-                peak * jax.device_count())
-          writer.write_scalars(step, {**scalars, **progress.update(step)})
-        if step % config.train.ckpt_every_steps == 0 or last:
-          ckpt.save(step, state, data_iterator=train_iter, config=config)
-        if config.eval.num_batches and (
-            step % config.train.eval_every_steps == 0 or last):
-          result = _evaluate(eval_fn, state.params, dataset(
-              eval_src, shuffle=False, num_epochs=1, seed_offset=1), mesh,
-                             config.eval.num_batches)
-          writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
-          if jax.process_index() == 0:
-            with open(os.path.join(workdir, f"eval_{step}.json"), "w") as f:
-              json.dump(result, f, indent=2)
-        if out_of_time:
-          break
-  finally:
-    ckpt.close()
+  counter = {"tokens": 0, "since": time.perf_counter()}
+
+  def train_step(state, batch, step):
+    del step
+    # Counted on the host batch: no device sync between logging steps.
+    counter["tokens"] += int(np.sum(batch["segment_ids"] > 0))
+    return step_fn(state, sharding.shard_batch(batch, mesh))
+
+  def to_scalars(step, values):
+    del step
+    now = time.perf_counter()
+    tokens_per_sec = counter["tokens"] / (now - counter["since"])
+    counter.update(tokens=0, since=now)
+    scalars = _flatten_metrics(values)
+    scalars["tokens_per_sec"] = tokens_per_sec
+    scalars["model_tflops_per_sec"] = 6 * n_params * tokens_per_sec / 1e12
+    if peak:
+      scalars["mfu"] = 6 * n_params * tokens_per_sec / (
+          peak * jax.device_count())
+    return scalars
+
+  def evaluate(state, step):
+    result = _evaluate(eval_fn, state.params, dataset(
+        eval_src, shuffle=False, num_epochs=1, seed_offset=1), mesh,
+                       config.eval.num_batches)
+    writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, f"eval_{step}.json"), "w") as f:
+        json.dump(result, f, indent=2)
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    state, step, minutes = loop.run(
+        state, start_step=int(state.step), settings=settings,
+        train_iter=train_iter, train_step=train_step, ckpt=ckpt,
+        writer=writer, config=config, loss_key="total_loss",
+        to_scalars=to_scalars, evaluate=evaluate)
   writer.close()
   report = {"steps": step, "parameters_millions": round(n_params / 1e6, 3),
-            "minutes": round((time.perf_counter() - t_start) / 60, 2)}
+            "minutes": round(minutes, 2)}
   if jax.process_index() == 0:
     with open(os.path.join(workdir, REPORT_FILE), "w") as f:
       json.dump(report, f, indent=2)

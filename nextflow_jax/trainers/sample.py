@@ -32,11 +32,12 @@ import numpy as np
 from PIL import Image as PILImage
 
 from nextflow_jax import checkpoint
+from nextflow_jax import config_lib
 from nextflow_jax import metrics
 from nextflow_jax import scales
+from nextflow_jax import workdirs
 from nextflow_jax.sampling import config as sampling_config
 from nextflow_jax.sampling import generator as generator_lib
-from nextflow_jax.trainers import pretrain
 
 TASKS = ("t2i", "edit", "caption", "vqa", "video", "interleaved")
 PER_SCALE = ("temperature", "top_p")
@@ -68,6 +69,37 @@ def from_config_dict(section: ml_collections.ConfigDict
     raise ValueError(f"text_top_k={text_top_k}: give one value or ().")
   values["text_top_k"] = text_top_k[0] if text_top_k else None
   return sampling_config.SamplingConfig.from_dict(values)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Up-front checks of the `sample` section (run by `trainers.validate`).
+
+  Raises:
+    config_lib.ConfigError: naming the key, the value and what is allowed.
+  """
+  sample = config.sample
+  if not sample.model_workdir or not os.path.isdir(
+      os.path.join(sample.model_workdir, "checkpoints")):
+    raise config_lib.ConfigError(
+        "sample.model_workdir", sample.model_workdir,
+        "give the --workdir of a pretrained model (it must hold "
+        "checkpoints/).")
+  unknown = [t for t in sample.tasks if t not in TASKS]
+  if unknown or not sample.tasks:
+    raise config_lib.ConfigError("sample.tasks", list(sample.tasks),
+                                 f"choose from {list(TASKS)}.")
+  if sample.num_examples < 1:
+    raise config_lib.ConfigError("sample.num_examples", sample.num_examples,
+                                 "must be positive.")
+  try:
+    from_config_dict(sample.sampling)
+  except ValueError as e:  # SamplingConfig names the field first: "top_p=..."
+    field = str(e).split("=", 1)[0]
+    if field not in sample.sampling:
+      raise config_lib.ConfigError("sample.sampling",
+                                   sample.sampling.to_dict(), str(e))
+    raise config_lib.ConfigError(f"sample.sampling.{field}",
+                                 sample.sampling[field], str(e))
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -108,7 +140,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 def _eval_examples(s, gen) -> list[dict[str, Any]]:
   """The first records of the model's eval code split, images decoded."""
   saved = ml_collections.ConfigDict(_saved_config(s.model_workdir))
-  sources, _ = pretrain.open_code_sources(saved.data.codes_dir, s.split)
+  sources, _ = workdirs.open_code_sources(saved.data.codes_dir, s.split)
   examples = []
   for record in (sources[0][i] for i in range(min(s.num_examples,
                                                   len(sources[0])))):

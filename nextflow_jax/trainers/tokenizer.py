@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Vision tokenizer trainer (`config.trainer = "tokenizer"`).
 
-Loss (each weight in `config.loss`):
+Loss (each weight in `config.loss`; the step is `tokenizer_step.py`):
   recon (L1/L2) + codebook + commit (+ entropy)
   + semantic (contrastive with a caption encoder, or cosine to a frozen
     teacher's features; see `tokenizer/losses.py`)
@@ -30,82 +30,34 @@ reconstruction), eval_<step>.json and tokenizer_report.json.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
-import time
 from typing import Any
 
 from absl import logging
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-import orbax.checkpoint as ocp
 
 from nextflow_jax import checkpoint
 from nextflow_jax import metrics
 from nextflow_jax import scales
 from nextflow_jax import sharding
+from nextflow_jax import workdirs
+from nextflow_jax.data import shapes
+from nextflow_jax.data import transforms
 from nextflow_jax.evals import reconstruction
-from nextflow_jax.tokenizer import losses
-from nextflow_jax.tokenizer import model as model_lib
+from nextflow_jax.evals import shapes_geneval
 from nextflow_jax.tokenizer import networks
-from nextflow_jax.tokenizer import quantizer as quantizer_lib
 from nextflow_jax.trainers import common
+from nextflow_jax.trainers import loop
+from nextflow_jax.trainers import tokenizer_step
 
 REPORT_FILE = "tokenizer_report.json"
 STAGES = ("pixel", "joint", "decoder")
-
-
-@flax.struct.dataclass
-class TrainState:
-  """Everything a step changes. `params` holds `tokenizer` and, with the
-  contrastive objective, `text_encoder` and `log_scale`."""
-  step: jax.Array
-  params: Any
-  opt_state: Any
-  disc_params: Any
-  disc_opt_state: Any
-  code_ema: jax.Array  # (K,) use frequency, 1.0 = uniform
-
-
-@dataclasses.dataclass(frozen=True)
-class LossWeights:
-  """Plain loss settings, read once from `config.loss` and `config.codes`."""
-  recon_kind: str
-  recon: float
-  perceptual: float
-  gan: float
-  codebook: float
-  entropy: float
-  semantic: float
-  ema_decay: float
-  dead_threshold: float
-  restart_every_steps: int
-
-
-def model_from_config(cfg: ml_collections.ConfigDict
-                      ) -> model_lib.VisionTokenizer:
-  """Builds the tokenizer from `config.tokenizer` (keys named as fields)."""
-  fields = {f.name for f in dataclasses.fields(model_lib.VisionTokenizer)}
-  kwargs = {k: v for k, v in cfg.items() if k in fields}
-  for key in ("dtype", "param_dtype"):
-    if key in kwargs:
-      kwargs[key] = jnp.dtype(kwargs[key])
-  kwargs["channel_mults"] = tuple(kwargs["channel_mults"])
-  kwargs["decoder_channels"] = kwargs.get("decoder_channels") or None
-  kwargs["decoder_num_res_blocks"] = kwargs.get("decoder_num_res_blocks") or None
-  return model_lib.VisionTokenizer(**kwargs)
-
-
-def schedule_from_config(cfg: ml_collections.ConfigDict
-                         ) -> quantizer_lib.Schedule:
-  return scales.parse_schedule(cfg.scales)
 
 
 def _teacher(config) -> tuple[networks.ViTEncoder, Any]:
@@ -120,151 +72,17 @@ def _teacher(config) -> tuple[networks.ViTEncoder, Any]:
         "a folder; save the teacher's params with "
         "`orbax.checkpoint.StandardCheckpointer().save(path, params)`.")
   size = config.data.image_size
-  abstract = jax.eval_shape(teacher.init, jax.random.key(0),
-                            jnp.zeros((1, size, size, 3)))["params"]
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                        nn.unbox(abstract))
-  try:
-    params = ocp.StandardCheckpointer().restore(
-        os.path.abspath(sem.teacher_checkpoint), target)
-  except (ValueError, KeyError) as e:
+  abstract = nn.unbox(jax.eval_shape(teacher.init, jax.random.key(0),
+                                     jnp.zeros((1, size, size, 3)))["params"])
+  params = checkpoint.load_tree(sem.teacher_checkpoint)
+  shapes = lambda tree: {jax.tree_util.keystr(p): tuple(x.shape) for p, x in  # pylint: disable=g-long-lambda
+                         jax.tree_util.tree_flatten_with_path(tree)[0]}
+  if shapes(params) != shapes(abstract):
     raise ValueError(
         f"teacher checkpoint {sem.teacher_checkpoint} does not match a "
         f"ViTEncoder(width={sem.teacher_width}, depth={sem.teacher_depth}, "
-        f"heads={sem.teacher_heads}, mlp={sem.teacher_mlp_dim}): {e}") from e
-  return teacher, params
-
-
-def make_train_step(model: model_lib.VisionTokenizer,
-                    disc: networks.PatchDiscriminator,
-                    text_encoder: networks.TextEncoder | None,
-                    teacher: tuple[networks.ViTEncoder, Any] | None,
-                    schedule: quantizer_lib.Schedule, weights: LossWeights,
-                    tx: optax.GradientTransformation,
-                    disc_tx: optax.GradientTransformation, *, use_gan: bool,
-                    scale_dropout: bool = True):
-  """Pure `(state, batch, rng) -> (state, metrics)`.
-
-  `use_gan` (discriminator terms on) and `scale_dropout` (off when only the
-  decoder trains: it must see the latents of inference) are static.
-  Dead-code restarts run when `weights.restart_every_steps` > 0.
-  """
-
-  def generator_loss(params, disc_params, batch, rng):
-    images = batch["image"]
-    out = model.apply({"params": params["tokenizer"]}, images, schedule,
-                      train=scale_dropout, rngs={"dropout": rng})
-    terms = {
-        "recon": losses.reconstruction_loss(out["recon"], images,
-                                            weights.recon_kind),
-        "codebook": out["codebook_loss"], "commit": out["commit_loss"],
-        "entropy": out["entropy_loss"]}
-    total = (weights.recon * terms["recon"] + weights.codebook *
-             (terms["codebook"] + terms["commit"]) +
-             weights.entropy * terms["entropy"])
-    if text_encoder is not None:
-      text = text_encoder.apply({"params": params["text_encoder"]},
-                                batch["tokens"], batch["tokens_mask"])
-      terms["semantic"], terms["clip_accuracy"] = losses.contrastive_loss(
-          jnp.mean(out["semantic"], axis=(1, 2)), text, params["log_scale"])
-      total += weights.semantic * terms["semantic"]
-    elif teacher is not None:
-      _, features = teacher[0].apply({"params": teacher[1]}, images,
-                                     return_features=True)
-      terms["semantic"] = losses.cosine_distance_loss(out["semantic"],
-                                                      features)
-      total += weights.semantic * terms["semantic"]
-    if use_gan:
-      logits_fake, feats_fake = disc.apply({"params": disc_params},
-                                           out["recon"])
-      _, feats_real = disc.apply({"params": disc_params}, images)
-      terms["perceptual"] = losses.feature_matching_loss(feats_real,
-                                                         feats_fake)
-      terms["gan_g"] = losses.hinge_generator_loss(logits_fake)
-      total += weights.perceptual * terms["perceptual"] + (
-          weights.gan * terms["gan_g"])
-    return total, (out, terms)
-
-  def step(state: TrainState, batch, rng):
-    rng = jax.random.fold_in(rng, state.step)
-    r_drop, r_restart = jax.random.split(rng)
-    (total, (out, terms)), grads = jax.value_and_grad(
-        generator_loss, has_aux=True)(state.params, state.disc_params, batch,
-                                      r_drop)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    disc_params, disc_opt_state = state.disc_params, state.disc_opt_state
-    if use_gan:
-      def disc_loss(dp):
-        real, _ = disc.apply({"params": dp}, batch["image"])
-        fake, _ = disc.apply({"params": dp},
-                             jax.lax.stop_gradient(out["recon"]))
-        return losses.hinge_discriminator_loss(real, fake)
-      terms["gan_d"], d_grads = jax.value_and_grad(disc_loss)(disc_params)
-      d_updates, disc_opt_state = disc_tx.update(d_grads, disc_opt_state,
-                                                 disc_params)
-      disc_params = optax.apply_updates(disc_params, d_updates)
-    # Codebook health: EMA of use frequency, periodic dead-code restarts.
-    counts = out["code_counts"]
-    freq = counts / jnp.maximum(counts.sum(), 1.0) * counts.shape[0]
-    code_ema = weights.ema_decay * state.code_ema + (
-        1.0 - weights.ema_decay) * freq
-    num_restarted = jnp.zeros((), jnp.int32)
-    if weights.restart_every_steps:
-      codebook = params["tokenizer"]["quantizer"]["codebook"]
-      new_codebook, new_ema, restarted = quantizer_lib.restart_dead_codes(
-          codebook, code_ema, out["residual_rows"], r_restart,
-          weights.dead_threshold, model.branch_dims)
-      due = (state.step + 1) % weights.restart_every_steps == 0
-      params = _replace_codebook(params, jnp.where(due, new_codebook,
-                                                   codebook))
-      code_ema = jnp.where(due, new_ema, code_ema)
-      num_restarted = jnp.where(due, restarted, 0).astype(jnp.int32)
-    metrics_out = {f"loss/{k}": v for k, v in terms.items()}
-    metrics_out.update({
-        "loss/total": total,
-        "grad_norm": optax.tree.norm(grads),
-        "codes/usage_ema": quantizer_lib.codebook_usage(
-            code_ema, weights.dead_threshold),
-        "codes/batch_perplexity": quantizer_lib.perplexity(counts),
-        "codes/restarted": num_restarted,
-        # With scale dropout on, this is lower than the eval PSNR.
-        "train/psnr": jnp.mean(reconstruction.psnr(out["recon"],
-                                                   batch["image"])),
-    })
-    new_state = state.replace(step=state.step + 1, params=params,
-                              opt_state=opt_state, disc_params=disc_params,
-                              disc_opt_state=disc_opt_state,
-                              code_ema=code_ema)
-    return new_state, metrics_out
-
-  return step
-
-
-def _replace_codebook(params, codebook):
-  tok = dict(params["tokenizer"])
-  tok["quantizer"] = {**tok["quantizer"], "codebook": codebook}
-  return {**params, "tokenizer": tok}
-
-
-def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int,
-                   params: Any, stage: str) -> optax.GradientTransformation:
-  """AdamW + warmup-cosine + clipping; in the decoder stage only
-  `tokenizer/pixel_decoder` trains (the rest gets zero updates)."""
-  schedule = optax.warmup_cosine_decay_schedule(
-      0.0, optim.lr, optim.warmup_steps, max(num_steps, optim.warmup_steps + 1),
-      end_value=optim.lr * optim.end_lr_ratio)
-  adamw = optax.chain(
-      optax.clip_by_global_norm(optim.grad_clip),
-      optax.adamw(schedule, b1=optim.b1, b2=optim.b2,
-                  weight_decay=optim.weight_decay))
-  if stage != "decoder":
-    return adamw
-  labels = jax.tree_util.tree_map_with_path(
-      lambda path, _: "train" if "pixel_decoder" in jax.tree_util.keystr(path)
-      else "freeze", params)
-  return optax.multi_transform({"train": adamw, "freeze": optax.set_to_zero()},
-                               labels)
+        f"heads={sem.teacher_heads}, mlp={sem.teacher_mlp_dim}).")
+  return teacher, jax.tree.map(jnp.asarray, params)
 
 
 def merge_previous_stage(fresh: Any, previous: Any, semantic_dim: int,
@@ -302,8 +120,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if config.stage not in STAGES:
     raise ValueError(f"config.stage={config.stage!r}; choose one of {STAGES}.")
   mesh, rules = common.mesh_and_rules(config)
-  schedule = schedule_from_config(config.tokenizer)
-  model = model_from_config(config.tokenizer)
+  schedule = workdirs.tokenizer_schedule(config.tokenizer)
+  model = workdirs.build_tokenizer(config.tokenizer)
   objective = config.semantic.objective if config.tokenizer.use_semantic else (
       "none")
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
@@ -357,9 +175,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     r_params, r_disc = jax.random.split(rng)
     params = init_params(r_params)
     disc_params = disc.init(r_disc, images0)["params"]
-    tx = make_optimizer(config.optim, num_steps, params, config.stage)
-    disc_tx = make_optimizer(config.disc_optim, num_steps, disc_params, "all")
-    return TrainState(
+    tx = tokenizer_step.make_optimizer(config.optim, num_steps, params, config.stage)
+    disc_tx = tokenizer_step.make_optimizer(config.disc_optim, num_steps, disc_params, "all")
+    return tokenizer_step.TrainState(
         step=jnp.zeros((), jnp.int32), params=params,
         opt_state=tx.init(params), disc_params=disc_params,
         disc_opt_state=disc_tx.init(disc_params),
@@ -367,8 +185,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   state, state_shardings = common.init_sharded(
       init_state, jax.random.key(config.seed), mesh, rules)
-  tx = make_optimizer(config.optim, num_steps, state.params, config.stage)
-  disc_tx = make_optimizer(config.disc_optim, num_steps, state.disc_params,
+  tx = tokenizer_step.make_optimizer(config.optim, num_steps, state.params, config.stage)
+  disc_tx = tokenizer_step.make_optimizer(config.disc_optim, num_steps, state.disc_params,
                            "all")
   n_params = sum(x.size for x in jax.tree.leaves(state.params["tokenizer"]))
   logging.info("tokenizer parameters: %.2fM (downsample %d, schedule %s, %d "
@@ -395,7 +213,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     logging.info("init_from %s: copied %d tensors", config.init_from,
                  len(copied))
 
-  weights = LossWeights(
+  weights = tokenizer_step.LossWeights(
       recon_kind=config.loss.recon_kind, recon=config.loss.recon_weight,
       perceptual=config.loss.perceptual_weight, gan=config.loss.gan_weight,
       codebook=config.loss.codebook_weight,
@@ -409,52 +227,35 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   @functools.lru_cache(maxsize=2)
   def compiled_step(use_gan: bool):
-    step = make_train_step(model, disc, text_encoder, teacher, schedule,
+    step = tokenizer_step.make_train_step(model, disc, text_encoder, teacher, schedule,
                            weights, tx, disc_tx, use_gan=use_gan,
                            scale_dropout=config.stage != "decoder")
     return jax.jit(step, in_shardings=(state_shardings, batch_sharding, None),
                    out_shardings=(state_shardings, None), donate_argnums=0)
 
   eval_fns = (reconstruction.make_eval_fn(model, schedule),
-              reconstruction.make_preview_fn(model, schedule))
+              reconstruction.make_preview_fn(model, schedule),
+              reconstruction.make_reconstruct_fn(model, schedule))
   writer = metrics.Writer(workdir)
-  start = int(state.step)
-  progress = metrics.Progress(num_steps, start)
   rng = jax.random.key(config.seed + 1)
-  t_start = time.perf_counter()
-  step = start
-  # try/finally: pending asynchronous saves finish even when training stops
-  # with an error, so the last checkpoint is always complete.
-  try:
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      while step < num_steps:
-        batch = _device_batch(next(train_iter), mesh)
-        state, step_metrics = compiled_step(
-            step >= config.loss.gan_start_step)(state, batch, rng)
-        step += 1
-        out_of_time = config.train.max_minutes and (
-            time.perf_counter() - t_start > 60 * config.train.max_minutes)
-        last = step == num_steps or out_of_time
-        if step % config.train.log_every_steps == 0 or last:
-          values = jax.device_get(step_metrics)
-          common.check_finite(float(values["loss/total"]), step,
-                              ckpt.latest_step())
-          writer.write_scalars(step, {**values, **progress.update(step)})
-        if step % config.train.ckpt_every_steps == 0 or last:
-          ckpt.save(step, state, data_iterator=train_iter, config=config)
-        if config.eval.num_batches and (
-            step % config.train.eval_every_steps == 0 or last):
-          _evaluate(config, workdir, eval_fns, state.params["tokenizer"],
-                    eval_sources, tok_path, transform_spec, mesh, writer, step)
-        if out_of_time:
-          logging.info("stopping at step %d: train.max_minutes=%s reached",
-                       step, config.train.max_minutes)
-          break
-  finally:
-    ckpt.close()
+
+  def train_step(state, batch, step):
+    return compiled_step(step >= config.loss.gan_start_step)(
+        state, _device_batch(batch, mesh), rng)
+
+  def evaluate(state, step):
+    _evaluate(config, workdir, eval_fns, state.params["tokenizer"],
+              eval_sources, tok_path, transform_spec, mesh, writer, step)
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    state, step, minutes = loop.run(
+        state, start_step=int(state.step),
+        settings=loop.LoopSettings.from_config(config),
+        train_iter=train_iter, train_step=train_step, ckpt=ckpt,
+        writer=writer, config=config, loss_key="loss/total",
+        evaluate=evaluate)
   train_iter.close()
-  report = {"steps": step, "minutes": round((time.perf_counter() - t_start)
-                                            / 60, 2),
+  report = {"steps": step, "minutes": round(minutes, 2),
             "parameters_millions": round(n_params / 1e6, 3),
             "eval": _read_eval(workdir, step)}
   writer.close()
@@ -474,8 +275,12 @@ def _device_batch(batch: dict, mesh) -> dict:
 def _evaluate(config, workdir, eval_fns, params, eval_sources, tok_path,
               spec, mesh, writer, step) -> None:
   """Held-out metrics per source and overall (eval_<step>.json), and a
-  samples_<step>.png grid (rows: original, then 1..K scales decoded)."""
-  eval_fn, preview_fn = eval_fns
+  samples_<step>.png grid (rows: original, then 1..K scales decoded).
+
+  For shapes sources, also the prompt-following ceiling: shapes-GenEval of
+  the reconstructions of the first `eval.geneval_images` held-out images
+  (`shapes_geneval.score_scenes`); no generator can beat it."""
+  eval_fn, preview_fn, reconstruct_fn = eval_fns
   result = {}
   for name, source in zip(config.data.sources, eval_sources):
     it = common.make_iterator(config, [source], tok_path, spec=spec,
@@ -485,12 +290,16 @@ def _evaluate(config, workdir, eval_fns, params, eval_sources, tok_path,
         eval_fn, params, (_device_batch(b, mesh) for b in it),
         config.eval.num_batches)
     it.close()
+    if name.startswith("shapes/") and config.eval.geneval_images:
+      ceiling = _shapes_ceiling(reconstruct_fn, params, source, config, mesh)
+      result[name]["geneval_overall"] = ceiling["overall"]
+      result[name]["geneval"] = ceiling
   n = sum(r["num_images"] for r in result.values())
   result["all"] = {k: sum(r[k] * r["num_images"] for r in result.values()) / n
                    for k in ("psnr", "ssim")}
   writer.write_scalars(step, {f"eval/{name}/{k}": v
                               for name, r in result.items()
-                              for k, v in r.items()})
+                              for k, v in r.items() if k != "geneval"})
   it = common.make_iterator(config, eval_sources, tok_path, spec=spec,
                             batch_size=config.eval.batch_size, shuffle=False,
                             num_epochs=1)
@@ -506,6 +315,26 @@ def _evaluate(config, workdir, eval_fns, params, eval_sources, tok_path,
     metrics.save_png(os.path.join(workdir, f"samples_{step}.png"), grid)
     with open(os.path.join(workdir, f"eval_{step}.json"), "w") as f:
       json.dump(result, f, indent=2)
+
+
+def _shapes_ceiling(reconstruct_fn, params, source, config, mesh) -> dict:
+  """shapes-GenEval of reconstructed held-out shapes images."""
+  size, batch = config.data.image_size, config.eval.batch_size
+  records = [source[i] for i in range(min(config.eval.geneval_images,
+                                          len(source)))]
+  scenes = [shapes.Scene.from_json(r["scene"]) for r in records]
+  prepare = transforms.parse(f"check_image|resize({size})|to_float")
+  images = np.stack([transforms.apply(prepare, {"image": r["image"],
+                                                "id": i})["image"]
+                     for i, r in enumerate(records)])
+  recons = []
+  for start in range(0, len(images), batch):
+    part = images[start:start + batch]
+    padded = np.concatenate([part, np.repeat(part[-1:], batch - len(part),
+                                             0)])
+    recons.append(np.asarray(reconstruct_fn(
+        params, sharding.shard_batch(padded, mesh)))[:len(part)])
+  return shapes_geneval.score_scenes(np.concatenate(recons), scenes)
 
 
 def _read_eval(workdir: str, step: int) -> dict:

@@ -110,3 +110,53 @@ def test_missing_fields_and_bad_tasks(builder):
                     np.random.default_rng(0))
   with pytest.raises(ValueError, match="give one positive weight per task"):
     tasks.BuildSequence(builder(), ("t2i", "dance"), (1, 1), seq.Layout(), K)
+
+
+def test_sequence_batches_from_worker_processes_equal_threads(builder):
+  """`data.num_workers` (Grain worker processes) lays out and packs the
+  same batches as threads, and its iterator state resumes exactly."""
+  from nextflow_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  records = [dict(RECORD, id=f"r{i}", caption=("two red circles", "a blue "
+                                               "square")[i % 2])
+             for i in range(12)]
+  build = tasks.BuildSequence(builder(), tasks.TASKS, (1.0,) * 7,
+                              seq.Layout(), K)
+
+  def batches(num_workers, n=4, state=None):
+    it = iter(pipeline.make_sequence_dataset(
+        [records], build=build, seq_len=64, batch_size=2, packing="first_fit",
+        num_packing_bins=2, seed=3, num_workers=num_workers))
+    if state is not None:
+      it.set_state(state)
+    out = [next(it) for _ in range(n)]
+    return out, it.get_state()
+
+  threads, _ = batches(0)
+  workers, _ = batches(1)
+  for a, b in zip(threads, workers):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+  _, state = batches(1, n=2)
+  resumed, _ = batches(1, n=2, state=state)
+  for a, b in zip(threads[2:], resumed):
+    np.testing.assert_array_equal(a["tokens"], b["tokens"])
+
+
+def test_prompt_variants_draw_category_prompts_of_the_scene(builder):
+  from nextflow_jax.data import shapes  # pylint: disable=g-import-not-at-top
+  from nextflow_jax.data import shapes_grammar  # pylint: disable=g-import-not-at-top
+  scene = shapes.sample_scene(np.random.default_rng(3), 64)
+  record = dict(RECORD, scene=scene.to_json(), caption=shapes.caption(scene))
+  variants = shapes_grammar.scene_prompts(scene)
+  never = builder(prompt_variants=0.0)
+  always = builder(prompt_variants=1.0)
+  seen = set()
+  for seed in range(40):
+    rng = np.random.default_rng(seed)
+    assert never._t2i_caption(record, rng) == record["caption"]  # pylint: disable=protected-access
+    seen.add(always._t2i_caption(record, rng))  # pylint: disable=protected-access
+  assert seen == {v for k, v in variants.items() if k != "full"}
+  no_scene = {k: v for k, v in record.items() if k != "scene"}
+  assert always._t2i_caption(no_scene, np.random.default_rng(0)) == (  # pylint: disable=protected-access
+      record["caption"])

@@ -54,13 +54,13 @@ def parts(tmp_path_factory):
   return model, params, tok, tok_params, text_tok
 
 
-def _generator(parts, params=None, **kw):
+def _generator(parts, params=None, max_prompt_len=48):
   model, default_params, tok, tok_params, text_tok = parts
   return generator_lib.Generator(
       model, default_params if params is None else params, tokenizer=tok,
       tokenizer_params=tok_params, text_tokenizer=text_tok,
       schedule=SCHEDULE, layout=seq.Layout(rope_range=16.0),
-      max_prompt_len=48, **kw)
+      max_prompt_len=max_prompt_len)
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +182,28 @@ def test_a_raster_order_model_samples_with_the_raster_sampler(parts):
   with pytest.raises(ValueError, match="trained in raster order: it samples "
                      "one image per prompt on a single-scale schedule"):
     gen.text_to_image(TEXTS[:1], Config(schedule="1,2,4"))
+
+
+def test_geneval_and_understanding_run_on_a_generator(parts, tmp_path):
+  """The evaluator's model path: a prompt set generated, scored and
+  written; held-out images captioned, questioned and edited. (A random
+  model scores near zero; what is checked is that every image and answer
+  is produced and scored.)"""
+  from nextflow_jax.evals import shapes_geneval  # pylint: disable=g-import-not-at-top
+  gen = _generator(parts, max_prompt_len=0)  # prompts of any length
+  prompts = shapes_geneval.load_prompt_set()[::40]
+  result = shapes_geneval.evaluate_generator(
+      gen, prompts, images_per_prompt=2, batch_size=4,
+      out_dir=str(tmp_path))
+  assert result["num_images"] == 2 * len(prompts)
+  assert (tmp_path / "grid.png").exists() and (
+      tmp_path / "geneval.json").exists()
+  rescored = shapes_geneval.score_folder(str(tmp_path), prompts)
+  assert [r["correct"] for r in rescored["images"]] == [
+      r["correct"] for r in result["images"]]
+  examples = shapes_geneval.held_out_examples(3, dataset="32px")
+  understood = shapes_geneval.evaluate_understanding(gen, examples,
+                                                     batch_size=4)
+  assert understood["num_images"] == 3
+  assert understood["num_questions"] == 3 * len(examples[0]["questions"])
+  assert 0.0 <= understood["vqa_accuracy"] <= 1.0

@@ -3,6 +3,9 @@
 """Pretraining on extracted codes: loss falls, resume is exact, raster order."""
 
 import os
+import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -14,9 +17,11 @@ from nextflow_jax import config_lib
 from nextflow_jax import metrics
 from nextflow_jax import sharding
 from nextflow_jax import trainers
+from nextflow_jax import workdirs
 from nextflow_jax.data import sources
 from nextflow_jax.trainers import extract
 from nextflow_jax.trainers import pretrain
+from nextflow_jax.trainers import pretrain_step
 from nextflow_jax.trainers import tokenizer as tokenizer_trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -45,7 +50,7 @@ def extract_codes(tok_dir, tfds_dir, workdir, source):
   ext.tokenizer_workdir = tok_dir
   ext.data.data_dir = tfds_dir
   ext.data.sources = (source,)
-  config_lib.validate(ext, workdir, trainers.TRAINERS)
+  trainers.validate(ext, workdir)
   extract.run(ext, workdir)
   return workdir
 
@@ -55,6 +60,27 @@ def codes_dir(tok_dir, tfds_dir, tmp_path_factory):
   """The codes of shapes/32px (all tasks)."""
   return extract_codes(tok_dir, tfds_dir, str(tmp_path_factory.mktemp("codes")),
                        "shapes/32px")
+
+
+@pytest.fixture(scope="module")
+def two_process_codes_dir(codes_dir, tmp_path_factory):
+  """The same codes laid out as two extraction processes write them:
+  codes/<split>-p0 and codes/<split>-p1."""
+  root = tmp_path_factory.mktemp("codes_two_processes")
+  for split in ("train", "test"):
+    for k in (0, 1):
+      shutil.copytree(os.path.join(codes_dir, "codes", split),
+                      root / "codes" / f"{split}-p{k}")
+  return str(root)
+
+
+@pytest.fixture(scope="module")
+def model_dir(two_process_codes_dir, tmp_path_factory):
+  """A 2-step mu model trained on the codes of two extraction processes."""
+  workdir = str(tmp_path_factory.mktemp("model"))
+  pretrain.run(mu_config(two_process_codes_dir, **{
+      "train.num_steps": 2, "eval.num_batches": 0}), workdir)
+  return workdir
 
 
 def mu_config(codes_dir, **overrides):
@@ -68,7 +94,7 @@ def mu_config(codes_dir, **overrides):
 
 def test_loss_falls_and_reports_tasks_and_scales(codes_dir, tmp_path):
   config = mu_config(codes_dir, **{"train.num_steps": 8})
-  config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+  trainers.validate(config, str(tmp_path))
   report = pretrain.run(config, str(tmp_path))
   assert report["steps"] == 8
   scalars = metrics.read_scalars(str(tmp_path))
@@ -109,7 +135,7 @@ def test_raster_order_trains_on_single_scale_codes(tok_dir, tfds_dir,
   ext.extract.image_fields = ("image", "edited_image")
   ext.extract.schedule = "4"  # One 4x4 scale: plain VQ of the latent.
   ext.extract.rate = 0.0
-  config_lib.validate(ext, str(tmp_path / "codes"), trainers.TRAINERS)
+  trainers.validate(ext, str(tmp_path / "codes"))
   manifest = extract.run(ext, str(tmp_path / "codes"))["train"]
   assert manifest["schedule"] == "4x4"
   assert manifest["tokenizer_schedule"] == "1x1,2x2,4x4"
@@ -119,7 +145,7 @@ def test_raster_order_trains_on_single_scale_codes(tok_dir, tfds_dir,
       "")[0]
   assert record["schedule"] == "4x4" and record["image.targets"].shape == (
       16,)
-  tok_model, tok_params, _, _ = extract.load_tokenizer(
+  tok_model, tok_params, _, _ = workdirs.load_tokenizer(
       tok_dir, sharding.make_mesh((-1, 1, 1)), sharding.get_rules("dp"))
   pixels = tok_model.apply(
       {"params": tok_params},
@@ -130,7 +156,7 @@ def test_raster_order_trains_on_single_scale_codes(tok_dir, tfds_dir,
   config = mu_config(str(tmp_path / "codes"), **{
       "layout.image_order": "raster", "data.eval_split": "train",
       "train.num_steps": 3, "eval.num_batches": 0})
-  config_lib.validate(config, str(tmp_path / "run"), trainers.TRAINERS)
+  trainers.validate(config, str(tmp_path / "run"))
   assert pretrain.run(config, str(tmp_path / "run"))["steps"] == 3
   scalars = metrics.read_scalars(str(tmp_path / "run"))
   assert np.isfinite([v for _, v in scalars["loss/visual_loss"]]).all()
@@ -181,23 +207,30 @@ def test_too_long_sequences_fail_clearly(codes_dir, tmp_path):
     pretrain.run(config, str(tmp_path))
 
 
-def test_non_finite_loss_stops_with_the_last_checkpoint_intact(codes_dir,
-                                                                tmp_path):
-  config = mu_config(codes_dir, **{"optim.lr": 1e30, "optim.warmup_steps": 0,
-                                   "train.ckpt_every_steps": 1,
-                                   "eval.num_batches": 0})
-  with pytest.raises(FloatingPointError, match=r"loss is (nan|inf) at step "
-                     r"\d+; the last checkpoint \(\d+\) is intact"):
-    pretrain.run(config, str(tmp_path))
+def test_a_diverging_run_keeps_its_newest_checkpoint_finite(codes_dir,
+                                                            tmp_path):
+  """Two good steps, then a learning rate that overflows: the run stops
+  before saving non-finite parameters, and the newest checkpoint (2) still
+  restores to finite parameters although keep_checkpoints=1."""
+  pretrain.run(mu_config(codes_dir, **{"train.num_steps": 2,
+                                       "eval.num_batches": 0}), str(tmp_path))
+  diverging = mu_config(codes_dir, **{
+      "optim.lr": 1e39, "optim.warmup_steps": 0, "eval.num_batches": 0,
+      "train.ckpt_every_steps": 1, "train.keep_checkpoints": 1})
+  with pytest.raises(FloatingPointError, match=r"at step 3; the newest "
+                     r"checkpoint, step 2, holds finite parameters"):
+    pretrain.run(diverging, str(tmp_path))
   ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"))
-  assert ckpt.latest_step() is not None
+  assert ckpt.all_steps() == [2]
+  assert all(np.isfinite(x).all()
+             for x in jax.tree.leaves(ckpt.restore_raw()["params"]))
 
 
 def test_gradient_accumulation_updates_every_k_steps():
   config = load_config("nextflow", "mu")
   config.optim.grad_accum_steps = 2
   config.optim.warmup_steps = 0
-  tx = pretrain.make_optimizer(config.optim, 10)
+  tx = pretrain_step.make_optimizer(config.optim, 10)
   params = {"w": jax.numpy.ones(3)}
   state = tx.init(params)
   grads = {"w": jax.numpy.ones(3)}
@@ -210,21 +243,17 @@ def test_gradient_accumulation_updates_every_k_steps():
   assert seen[3] < seen[2]
 
 
-def test_sample_job_writes_every_task_and_regenerates_exactly(codes_dir,
+def test_sample_job_writes_every_task_and_regenerates_exactly(model_dir,
                                                               tmp_path):
   """The CLI sampling job on a 2-step model: PNGs, results, sampling.json;
   the saved sampling.json regenerates the same images."""
   import json  # pylint: disable=g-import-not-at-top
   from nextflow_jax.sampling import config as sampling_config  # pylint: disable=g-import-not-at-top
   from nextflow_jax.trainers import sample  # pylint: disable=g-import-not-at-top
-  model_dir = str(tmp_path / "model")
-  config = mu_config(codes_dir, **{"train.num_steps": 2,
-                                   "eval.num_batches": 0})
-  pretrain.run(config, model_dir)
   job = load_config("sample", "mu,sample.tasks=t2i;edit;caption;vqa;video;"
                     "interleaved,sample.sampling.seed=5")
   job.sample.model_workdir = model_dir
-  config_lib.validate(job, str(tmp_path / "out"), trainers.TRAINERS)
+  trainers.validate(job, str(tmp_path / "out"))
   report = sample.run(job, str(tmp_path / "out"))
   assert set(report["seconds"]) == set(sample.TASKS)
   out = tmp_path / "out"
@@ -248,3 +277,34 @@ def test_sample_job_writes_every_task_and_regenerates_exactly(codes_dir,
   np.testing.assert_array_equal(
       np.asarray(metrics.Image.open(tmp_path / "again" / "t2i" / "000.png")),
       first)
+
+
+def test_a_bundle_moves_and_samples_like_its_workdir(model_dir, tok_dir,
+                                                     tmp_path):
+  """The run's codes came from two extraction processes. Its exported
+  bundle (the CLI), moved to another folder, samples the same PNG for the
+  same seed as the workdir itself, and names no absolute path."""
+  from nextflow_jax import bundle  # pylint: disable=g-import-not-at-top
+  from nextflow_jax.sampling import generator as generator_lib  # pylint: disable=g-import-not-at-top
+  knobs = generator_lib.SamplingConfig(seed=3, guidance=2.0)
+  prompts = ["a red circle", "two blue squares"]
+  want = generator_lib.Generator.from_workdir(model_dir).text_to_image(
+      prompts, knobs)
+  first = tmp_path / "exported"
+  subprocess.run([sys.executable, "-m", "nextflow_jax.bundle",
+                  f"--workdir={model_dir}", f"--output={first}"],
+                 check=True, cwd=ROOT, capture_output=True)
+  moved = tmp_path / "elsewhere" / "bundle"
+  moved.parent.mkdir()
+  shutil.move(str(first), str(moved))
+  for folder, _, names in os.walk(moved):
+    for name in names:
+      data = (open(os.path.join(folder, name), "rb").read())
+      for path in (str(tmp_path), model_dir, tok_dir):
+        assert path.encode() not in data, (name, path)
+  gen = generator_lib.Generator.from_pretrained(str(moved))
+  got = gen.text_to_image(prompts, knobs)
+  np.testing.assert_array_equal(got.pixels, want.pixels)
+  assert bundle.read_config(str(moved))["provenance"]["step"] == "latest"
+  with pytest.raises(FileNotFoundError, match=r"is not a model bundle"):
+    generator_lib.Generator.from_pretrained(str(tmp_path))

@@ -18,10 +18,12 @@ from nextflow_jax import metrics
 from nextflow_jax import scales
 from nextflow_jax import sharding
 from nextflow_jax import trainers
+from nextflow_jax import workdirs
 from nextflow_jax.data import sources
 from nextflow_jax.tokenizer import networks
 from nextflow_jax.trainers import extract
 from nextflow_jax.trainers import tokenizer as tokenizer_trainer
+from nextflow_jax.trainers import tokenizer_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
@@ -50,7 +52,7 @@ def mu_config(tfds_dir, **overrides):
 def trained(tfds_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("tok"))
   config = mu_config(tfds_dir)
-  config_lib.validate(config, workdir, trainers.TRAINERS)
+  trainers.validate(config, workdir)
   report = tokenizer_trainer.run(config, workdir)
   return workdir, config, report
 
@@ -107,14 +109,14 @@ def test_extraction_matches_the_tokenizer(trained, tfds_dir, tmp_path):
   # Targets then equal plain encoding exactly (with the default "inputs",
   # later scales follow the resampled codes; see quantizer_test).
   config.extract.residual_from = "targets"
-  config_lib.validate(config, str(tmp_path), trainers.TRAINERS)
+  trainers.validate(config, str(tmp_path))
   manifests = extract.run(config, str(tmp_path))
   test_src = sources.open_source("shapes/32px", "test", tfds_dir)
   assert manifests["test"]["num_records"] == len(test_src)
   assert manifests["test"]["schedule"] == "1x1,2x2,4x4"
   codes = sources.open_source(
       f"array_record:{tmp_path / 'codes' / 'test'}", "test", "")
-  model, params, schedule, _ = extract.load_tokenizer(
+  model, params, schedule, _ = workdirs.load_tokenizer(
       tok_workdir, sharding.make_mesh((-1, 1, 1)), sharding.get_rules("dp"))
   by_id = {codes[i]["source_id"]: codes[i] for i in range(len(codes))}
   example = test_src[3]
@@ -153,7 +155,7 @@ def test_decoder_stage_trains_only_the_pixel_decoder():
   params = {"tokenizer": {"pixel_decoder": {"w": jnp.ones(3)},
                           "pixel_encoder": {"w": jnp.ones(3)},
                           "quantizer": {"codebook": jnp.ones((2, 2))}}}
-  tx = tokenizer_trainer.make_optimizer(config.optim, 10, params, "decoder")
+  tx = tokenizer_step.make_optimizer(config.optim, 10, params, "decoder")
   grads = jax.tree.map(jnp.ones_like, params)
   new, opt_state = params, tx.init(params)
   for _ in range(2):  # The warmup schedule's first step has lr 0.
@@ -176,7 +178,7 @@ def test_teacher_objective_and_pixel_only_stage(tfds_dir, tmp_path):
                "eval.num_batches": 0, "semantic.objective": "teacher",
                "semantic.teacher_checkpoint": str(tmp_path / "teacher")}
   config = mu_config(tfds_dir, **overrides)
-  config_lib.validate(config, str(tmp_path / "run"), trainers.TRAINERS)
+  trainers.validate(config, str(tmp_path / "run"))
   tokenizer_trainer.run(config, str(tmp_path / "run"))
   semantic = metrics.read_scalars(str(tmp_path / "run"))["loss/semantic"]
   assert len(semantic) == 2 and all(0 < v < 2 for _, v in semantic)
