@@ -3,8 +3,9 @@
 r"""Validates the shapes-GenEval evaluator itself, and measures tokenizer
 ceilings.
 
-  # the evaluator on renders, blurred / JPEG renders, blank and recoloured
-  # images of the held-out shapes/64px scenes:
+  # the evaluator on renders, blurred / JPEG renders, and on wrong images
+  # (blank; every colour, or every shape, changed) of the held-out
+  # shapes/64px scenes:
   python experiments/shapes_geneval_validate.py
   # plus the ceiling of tokenizers: shapes-GenEval of their reconstructions
   # of the same held-out images (no generator can beat it):
@@ -17,6 +18,7 @@ experiments/results/shapes_geneval_<name>_<time>.json (with the machine)
 and, per tokenizer, a PNG of held-out images over their reconstructions.
 """
 
+import dataclasses
 import io
 import os
 import sys
@@ -58,11 +60,14 @@ def variants(image: Image.Image) -> dict[str, np.ndarray]:
           "blur_sigma1_jpeg": jpeg(blurred)}
 
 
-def permuted(scene: shapes.Scene, shift: int = 3) -> shapes.Scene:
-  names = list(shapes.COLORS)
+def permuted(scene: shapes.Scene, field: str, shift: int = 3) -> shapes.Scene:
+  """The scene with every object's colour (or shape) moved `shift` places
+  along `COLORS` (or `SHAPES`): the same layout, all of them wrong."""
+  names = list(shapes.COLORS if field == "color" else shapes.SHAPES)
   return shapes.Scene(scene.background, tuple(
-      shapes.ShapeObject(o.shape, names[(names.index(o.color) + shift) % 8],
-                         o.box) for o in scene.objects), scene.image_size)
+      dataclasses.replace(o, **{field: names[(names.index(getattr(o, field))
+                                              + shift) % len(names)]})
+      for o in scene.objects), scene.image_size)
 
 
 def tokenizer_ceiling(workdir: str, scenes, renders) -> dict:
@@ -107,8 +112,10 @@ def main(argv):
   blank = [np.full_like(by_kind["renders"][0], v) for v in (0, 128, 255)]
   results["blank"] = shapes_geneval.score_scenes(
       [blank[i % 3] for i in range(len(scenes))], scenes)
-  results["permuted_colors"] = shapes_geneval.score_scenes(
-      [np.asarray(shapes.render(permuted(s))) for s in scenes], scenes)
+  for field in ("color", "shape"):
+    results[f"permuted_{field}s"] = shapes_geneval.score_scenes(
+        [np.asarray(shapes.render(permuted(s, field))) for s in scenes],
+        scenes)
   renders = np.stack(by_kind["renders"])
   for workdir in _TOKENIZERS.value:
     results[f"tokenizer:{workdir}"] = tokenizer_ceiling(workdir, scenes,

@@ -208,7 +208,7 @@ def _restored(tree: Any, param_dtype: Any) -> Any:
 
 
 def main(argv: Sequence[str]) -> None:
-  """`python -m nextflow_jax.bundle --workdir=W --output=O [--step, --dtype]`."""
+  """python -m nextflow_jax.bundle --workdir=W --output=O [--step --dtype]."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   values = flags.FLAGS

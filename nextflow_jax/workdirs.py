@@ -206,7 +206,8 @@ def load_tokenizer(workdir: str, mesh: jax.sharding.Mesh | None = None,
   Parameters are placed with the model's logical shardings on `mesh`
   (default: all devices, data parallel, i.e. replicated).
   """
-  saved, raw = _saved_run(workdir, None, "a tokenizer with configs/tokenizer.py")
+  saved, raw = _saved_run(workdir, None,
+                          "a tokenizer with configs/tokenizer.py")
   model = build_tokenizer(saved["tokenizer"])
   schedule = tokenizer_schedule(saved["tokenizer"])
   size = saved["data"]["image_size"]

@@ -359,7 +359,8 @@ def _same_relation(a: grammar.Request, b: grammar.Request) -> bool:
 
 def answer_matches(answer: str, reference: str) -> bool:
   """VQA: the answer equals the dataset's (case and spaces ignored)."""
-  norm = lambda s: " ".join(str(s).lower().strip().rstrip(".?!").split())  # pylint: disable=g-long-lambda
+  def norm(text):
+    return " ".join(str(text).lower().strip().rstrip(".?!").split())
   return norm(answer) == norm(reference)
 
 

@@ -75,9 +75,10 @@ def _teacher(config) -> tuple[networks.ViTEncoder, Any]:
   abstract = nn.unbox(jax.eval_shape(teacher.init, jax.random.key(0),
                                      jnp.zeros((1, size, size, 3)))["params"])
   params = checkpoint.load_tree(sem.teacher_checkpoint)
-  shapes = lambda tree: {jax.tree_util.keystr(p): tuple(x.shape) for p, x in  # pylint: disable=g-long-lambda
-                         jax.tree_util.tree_flatten_with_path(tree)[0]}
-  if shapes(params) != shapes(abstract):
+  def shapes_of(tree):
+    return {jax.tree_util.keystr(p): tuple(x.shape)
+            for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  if shapes_of(params) != shapes_of(abstract):
     raise ValueError(
         f"teacher checkpoint {sem.teacher_checkpoint} does not match a "
         f"ViTEncoder(width={sem.teacher_width}, depth={sem.teacher_depth}, "
@@ -175,8 +176,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     r_params, r_disc = jax.random.split(rng)
     params = init_params(r_params)
     disc_params = disc.init(r_disc, images0)["params"]
-    tx = tokenizer_step.make_optimizer(config.optim, num_steps, params, config.stage)
-    disc_tx = tokenizer_step.make_optimizer(config.disc_optim, num_steps, disc_params, "all")
+    tx = tokenizer_step.make_optimizer(config.optim, num_steps, params,
+                                       config.stage)
+    disc_tx = tokenizer_step.make_optimizer(config.disc_optim, num_steps,
+                                            disc_params, "all")
     return tokenizer_step.TrainState(
         step=jnp.zeros((), jnp.int32), params=params,
         opt_state=tx.init(params), disc_params=disc_params,
@@ -185,9 +188,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   state, state_shardings = common.init_sharded(
       init_state, jax.random.key(config.seed), mesh, rules)
-  tx = tokenizer_step.make_optimizer(config.optim, num_steps, state.params, config.stage)
-  disc_tx = tokenizer_step.make_optimizer(config.disc_optim, num_steps, state.disc_params,
-                           "all")
+  tx = tokenizer_step.make_optimizer(config.optim, num_steps, state.params,
+                                     config.stage)
+  disc_tx = tokenizer_step.make_optimizer(config.disc_optim, num_steps,
+                                          state.disc_params, "all")
   n_params = sum(x.size for x in jax.tree.leaves(state.params["tokenizer"]))
   logging.info("tokenizer parameters: %.2fM (downsample %d, schedule %s, %d "
                "tokens per image)", n_params / 1e6, model.downsample,
@@ -227,9 +231,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   @functools.lru_cache(maxsize=2)
   def compiled_step(use_gan: bool):
-    step = tokenizer_step.make_train_step(model, disc, text_encoder, teacher, schedule,
-                           weights, tx, disc_tx, use_gan=use_gan,
-                           scale_dropout=config.stage != "decoder")
+    step = tokenizer_step.make_train_step(
+        model, disc, text_encoder, teacher, schedule, weights, tx, disc_tx,
+        use_gan=use_gan, scale_dropout=config.stage != "decoder")
     return jax.jit(step, in_shardings=(state_shardings, batch_sharding, None),
                    out_shardings=(state_shardings, None), donate_argnums=0)
 
