@@ -13,13 +13,18 @@ known colours and hard edges, so detection needs no learned detector:
   2. every pixel takes the nearest of the 8 object colours and the 3
      background colours (RGB distance), or none when all are farther than
      `color_threshold`; background-coloured pixels are background;
-  3. connected components of each object colour; components smaller than
-     `min_area` or thinner than `min_thickness` (the soft fringe a blur or
-     JPEG leaves around an object, e.g. pink around red on white) are
-     dropped;
-  4. the shape of a component: the class whose hard-edged rendering into
-     the component's bounding box overlaps its mask best (IoU), if that IoU
-     reaches `min_iou`; otherwise the object's shape is unknown.
+  3. seeds: connected components of each object colour; components
+     smaller than `min_area` or thinner than `min_thickness` (the soft
+     fringe a blur or JPEG leaves around an object, e.g. pink around red on
+     white) are dropped;
+  4. an object's outline: where its colour covers at least half of a pixel
+     (unmixing pixel = a * colour + (1 - a) * background), connected to its
+     seed and outside the other colours' seeds; a blur keeps a hard edge at
+     a = 0.5, so the outline survives it;
+  5. the shape: the class whose hard-edged rendering into the outline's
+     box, or into the box where the colour covers a quarter pixel (which
+     keeps the thin tips a blur eats), overlaps the outline best (IoU), if
+     that IoU reaches `min_iou`; otherwise the object's shape is unknown.
 
 Checks, for a prompt parsed by the grammar (`shapes_grammar.parse`); only
 what the prompt states is checked, other objects are allowed:
