@@ -58,6 +58,9 @@ def _base() -> ml_collections.ConfigDict:
   c.tokenizer.codebook_size = 1024
   c.tokenizer.channels = 32
   c.tokenizer.channel_mults = (1, 2, 2, 4)  # 8x downsampling
+  # Space-to-depth stem / pixel-shuffle head (1 = none); the downsampling
+  # is patch_size * 2 ** (len(channel_mults) - 1).
+  c.tokenizer.patch_size = 1
   c.tokenizer.num_res_blocks = 1
   c.tokenizer.attention = False
   c.tokenizer.num_groups = 16

@@ -5,7 +5,7 @@ ceilings.
 
   # the evaluator on renders, blurred / JPEG renders, and on wrong images
   # (blank; every colour, or every shape, changed) of the held-out
-  # shapes/64px scenes:
+  # shapes/64px scenes (--image_size=32: of shapes/32px):
   python experiments/shapes_geneval_validate.py
   # plus the ceiling of tokenizers: shapes-GenEval of their reconstructions
   # of the same held-out images (no generator can beat it):
@@ -46,6 +46,8 @@ _NUM = flags.DEFINE_integer("num_images", 500, "Held-out scenes to use.")
 _TOKENIZERS = flags.DEFINE_list("tokenizers", [], "Tokenizer workdirs whose "
                                 "reconstructions to score.")
 _NAME = flags.DEFINE_string("name", "validation", "Result file name.")
+_SIZE = flags.DEFINE_enum("image_size", "64", ["32", "64"], "Which shapes "
+                          "config's held-out scenes (px).")
 _JPEG = flags.DEFINE_integer("jpeg_quality", 75, "JPEG quality (PIL's "
                              "default 75, 4:2:0 chroma subsampling).")
 
@@ -99,7 +101,7 @@ def tokenizer_ceiling(workdir: str, scenes, renders) -> dict:
 
 def main(argv):
   del argv
-  config = shapes.builder_config("64px")
+  config = shapes.builder_config(f"{_SIZE.value}px")
   scenes = shapes.split_scenes(config, "test")[:_NUM.value]
   images = [shapes.render(s) for s in scenes]
   results = {}
@@ -127,7 +129,8 @@ def main(argv):
                      (*shapes_geneval.grammar.CATEGORIES, "full"))
     print(f"{kind[-40:]:<40} {r['overall']:7.3f}  {cats}")
   print("wrote", common.write_result(f"shapes_geneval_{_NAME.value}", {
-      "num_scenes": len(scenes), "jpeg_quality": _JPEG.value,
+      "image_size": int(_SIZE.value), "num_scenes": len(scenes),
+      "jpeg_quality": _JPEG.value,
       "results": results}))
 
 

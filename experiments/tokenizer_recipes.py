@@ -32,6 +32,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # changes is listed in it.
 BASE = ("data.sources=shapes/64px", "data.weights=1.0",
         "tokenizer.scale_drop_prob=0.0", "loss.gan_start_step=1000000")
+P4 = ("tokenizer.patch_size=4", "tokenizer.channel_mults=(1,2)",
+      "tokenizer.channels=64")
+P2_32 = ("data.sources=shapes/32px", "data.image_size=32",
+         "tokenizer.patch_size=2", "tokenizer.channel_mults=(1,2)",
+         "tokenizer.channels=64")
 RECIPES = {
     "base": ("optim.lr=1e-3",),
     "lr3e-4": ("optim.lr=3e-4",),
@@ -41,6 +46,12 @@ RECIPES = {
     "scale_drop": ("optim.lr=1e-3", "tokenizer.scale_drop_prob=0.5"),
     "gan": ("optim.lr=1e-3", "loss.gan_start_step=400"),
     "k4096": ("optim.lr=1e-3", "tokenizer.codebook_size=4096"),
+    # Space-to-depth stem + pixel-shuffle head: no conv at 64x64 (9x faster
+    # per step on the 2-core CPU).
+    "p4": ("optim.lr=1e-3",) + P4,
+    "p4_plain": ("optim.lr=1e-3", "tokenizer.normalize=False") + P4,
+    # 32 px, 4x: the same 8x8 final grid, each token covers 4x4 pixels.
+    "p2_32px": ("optim.lr=1e-3",) + P2_32,
 }
 
 _RECIPES = flags.DEFINE_list("recipes", ["base"], f"From {sorted(RECIPES)}.")
@@ -74,7 +85,8 @@ def run_recipe(name: str) -> dict:
   for step in range(_EVAL_EVERY.value, _STEPS.value + 1, _EVAL_EVERY.value):
     path = os.path.join(workdir, f"eval_{step}.json")
     if os.path.exists(path):
-      shapes = json.load(open(path))["shapes/64px"]
+      shapes = next(v for k, v in json.load(open(path)).items()
+                    if k.startswith("shapes/"))
       evals[step] = {"psnr": shapes["psnr"], "ssim": shapes["ssim"],
                      "geneval_overall": shapes.get("geneval_overall"),
                      "geneval": shapes.get("geneval", {}).get("categories"),

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nextflow_jax import checkpoint
+from nextflow_jax import cli
 from nextflow_jax import scales
 from nextflow_jax import workdirs
 from nextflow_jax.data import sequences
@@ -231,4 +232,4 @@ def _define_flags() -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  app.run(cli.one_line_errors(main))

@@ -15,7 +15,10 @@ The only module that imports orbax. One `Checkpointer` per workdir wraps a
   * restores against an abstract target whose leaves carry shardings, so a
     checkpoint saved on one mesh restores onto another (resharding on load);
   * checks shapes and structure against the target first and names every
-    mismatching entry, instead of failing deep inside Orbax.
+    mismatching entry, instead of failing deep inside Orbax;
+  * an unreadable newest step (a truncated or corrupt file: a disk filled
+    up, a copy cut short) is moved aside to `<step>.unreadable` with a
+    warning, and the restore falls back to the step before it.
 
   ckpt = Checkpointer(f"{workdir}/checkpoints")
   ckpt.save(step, state, data_iterator=it, config=config)
@@ -31,6 +34,7 @@ import json
 import os
 from typing import Any
 
+from absl import logging
 import grain
 import jax
 import ml_collections
@@ -40,6 +44,10 @@ import orbax.checkpoint as ocp
 
 class CheckpointMismatchError(ValueError):
   """The checkpoint does not fit the target (another model or config)."""
+
+
+class CheckpointCorruptError(ValueError):
+  """A checkpoint step cannot be read (truncated or corrupt files)."""
 
 
 class Checkpointer:
@@ -75,7 +83,8 @@ class Checkpointer:
     self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
   def restore(self, target: Any, *, step: int | None = None,
-              data_iterator: grain.DatasetIterator | None = None
+              data_iterator: grain.DatasetIterator | None = None,
+              config: ml_collections.ConfigDict | dict | None = None
               ) -> tuple[Any, int]:
     """Restores `state` (and the iterator position, in place) of a step.
 
@@ -86,25 +95,65 @@ class Checkpointer:
       step: which step (default: the latest).
       data_iterator: a freshly built iterator of the same pipeline; its
         position is set to the saved one.
+      config: the config of this run; on a mismatch, the message names the
+        fields that differ from the config saved with the step (e.g.
+        `model.width: 64 -> 96`).
 
     Returns:
       (state, step).
 
     Raises:
-      FileNotFoundError: no checkpoint exists.
+      FileNotFoundError: no (readable) checkpoint exists.
       CheckpointMismatchError: shapes or structure differ from `target`.
+      CheckpointCorruptError: the `step` asked for is unreadable (with
+        `step=None`, an unreadable newest step is moved aside instead).
     """
-    step = self.latest_step() if step is None else step
-    if step is None or step not in self.all_steps():
-      raise FileNotFoundError(f"no checkpoint {'' if step is None else step} "
-                              f"in {self.directory}; steps: {self.all_steps()}")
-    self._check_compatible(step, target)
-    abstract = jax.tree.map(_abstract_leaf, target)
-    items = {"state": ocp.args.StandardRestore(abstract)}
-    if data_iterator is not None:
-      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-    return restored["state"], step
+    if step is not None:
+      if step not in self.all_steps():
+        raise FileNotFoundError(f"no checkpoint {step} in {self.directory}; "
+                                f"steps: {self.all_steps()}")
+      return self._restore_step(step, target, data_iterator, config), step
+    while (latest := self.latest_step()) is not None:
+      try:
+        return self._restore_step(latest, target, data_iterator,
+                                  config), latest
+      except CheckpointCorruptError as e:
+        moved = self._move_aside(latest)
+        logging.warning("%s; moved it to %s and falling back to the step "
+                        "before it.", e, moved)
+    raise FileNotFoundError(f"no checkpoint in {self.directory}.")
+
+  def _restore_step(self, step: int, target: Any,
+                    data_iterator: grain.DatasetIterator | None,
+                    config: ml_collections.ConfigDict | dict | None) -> Any:
+    try:
+      self._check_compatible(step, target, config)
+      abstract = jax.tree.map(_abstract_leaf, target)
+      items = {"state": ocp.args.StandardRestore(abstract)}
+      if data_iterator is not None:
+        items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+      restored = self._manager.restore(step,
+                                       args=ocp.args.Composite(**items))
+    except CheckpointMismatchError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      reason = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+      raise CheckpointCorruptError(
+          f"checkpoint step {step} in {self.directory} is unreadable "
+          f"({reason[:300]})") from e
+    return restored["state"]
+
+  def _move_aside(self, step: int) -> str:
+    """Renames an unreadable step folder so Orbax no longer lists it."""
+    source = os.path.join(self.directory, str(step))
+    moved = f"{source}.unreadable"
+    if jax.process_index() == 0:
+      suffix = 1
+      while os.path.exists(moved):
+        moved, suffix = f"{source}.unreadable{suffix}", suffix + 1
+      os.rename(source, moved)
+    self._manager.reload()
+    return moved
 
   def restore_raw(self, step: int | None = None) -> Any:
     """The saved state as host numpy arrays, with no target.
@@ -130,7 +179,15 @@ class Checkpointer:
         step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
     return restored["config"]
 
-  def _check_compatible(self, step: int, target: Any) -> None:
+  def _saved_config_differences(self, step: int, config: Any) -> list[str]:
+    try:
+      saved = self.restore_config(step)
+    except Exception:  # pylint: disable=broad-except
+      return []  # Saved without a config.
+    return config_differences(saved, _config_to_json(config))
+
+  def _check_compatible(self, step: int, target: Any,
+                        config: Any = None) -> None:
     metadata = self._manager.item_metadata(step)["state"]
     saved = _shapes(metadata)
     wanted = _shapes(target)
@@ -147,11 +204,17 @@ class Checkpointer:
       shown = "\n  ".join(problems[:20])
       more = f"\n  ... and {len(problems) - 20} more" if len(
           problems) > 20 else ""
+      changed = (self._saved_config_differences(step, config)
+                 if config is not None else [])
+      hint = ("The config differs from the one saved with it: " +
+              "; ".join(changed[:12]) + (" ..." if len(changed) > 12 else "")
+              + ". Use another --workdir, or restore those values." if changed
+              else "Was it written with another config? Compare with "
+              "`Checkpointer.restore_config()`.")
       raise CheckpointMismatchError(
           f"checkpoint step {step} in {self.directory} does not match this "
           f"model/config ({len(problems)} differences):\n  {shown}{more}\n"
-          "Was it written with another config? Compare with "
-          "`Checkpointer.restore_config()`.")
+          f"{hint}")
 
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are on disk."""
@@ -183,6 +246,20 @@ def _key_name(key: Any) -> str:
     if hasattr(key, attr):
       return str(getattr(key, attr))
   return str(key)
+
+
+def config_differences(saved: dict, current: dict, prefix: str = ""
+                       ) -> list[str]:
+  """'key: saved -> current' for every leaf that differs (dotted keys)."""
+  out = []
+  for key in sorted(set(saved) | set(current)):
+    name = f"{prefix}{key}"
+    a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
+    if isinstance(a, dict) and isinstance(b, dict):
+      out.extend(config_differences(a, b, f"{name}."))
+    elif a != b:
+      out.append(f"{name}: {a!r} -> {b!r}")
+  return out
 
 
 def _config_to_json(config: ml_collections.ConfigDict | dict) -> dict:

@@ -17,7 +17,8 @@ raises `ConfigError` naming the key, the value and what is allowed.
 from __future__ import annotations
 
 import ast
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+import difflib
 import os
 import tempfile
 from typing import Any
@@ -32,11 +33,30 @@ from nextflow_jax import sharding
 class ConfigError(ValueError):
   """A config value is invalid; the message names key, value and fix."""
 
-  def __init__(self, key: str, value: Any, allowed: str):
+  def __init__(self, key: str, value: Any = None, allowed: str | None = None):
+    if allowed is None:  # Re-raised with only a message: ml_collections
+      # does `type(e)("Error whilst parsing config file:" + traceback)`;
+      # keep our own last line.
+      marker = f"{__name__}.ConfigError: "
+      super().__init__(key.rsplit(marker, 1)[-1].strip())
+      self.key, self.value = None, None
+      return
     name = key if key.startswith("--") else f"config.{key}"
     super().__init__(f"{name}={value!r} is invalid: {allowed}")
     self.key = key
     self.value = value
+
+
+def _split_items(arg: str) -> list[str]:
+  """Splits at commas outside (), [] and {} so tuple values stay whole."""
+  items, depth, start = [], 0, 0
+  for i, ch in enumerate(arg):
+    depth += (ch in "([{") - (ch in ")]}")
+    if ch == "," and depth == 0:
+      items.append(arg[start:i])
+      start = i + 1
+  items.append(arg[start:])
+  return [s.strip() for s in items if s.strip()]
 
 
 def parse_arg(arg: str | None, presets: Mapping[str, Callable[[], Any]],
@@ -46,7 +66,7 @@ def parse_arg(arg: str | None, presets: Mapping[str, Callable[[], Any]],
   Raises:
     ConfigError: the preset is unknown or an item is malformed.
   """
-  items = [s.strip() for s in (arg or "").split(",") if s.strip()]
+  items = _split_items(arg or "")
   preset = default
   if items and "=" not in items[0]:
     preset = items.pop(0)
@@ -90,6 +110,29 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   return module.get_config(arg or None)
 
 
+def command_line_error(argv: Sequence[str], error: Exception) -> str:
+  """One line for a `--config` flag that failed to parse (main's CLI).
+
+  ml_collections reports an unknown `--config.a.b` key as a bare
+  AttributeError and a bad value as a flags error; this replays the
+  `--config.<key>=<value>` flags through `apply_overrides` for the message
+  that names the key and what it may be.
+  """
+  spec = next((a.split("=", 1)[1] for a in argv
+               if a.startswith("--config=")), None)
+  overrides = dict(a[len("--config."):].split("=", 1) for a in argv
+                   if a.startswith("--config.") and "=" in a)
+  if spec is not None:
+    try:
+      apply_overrides(load_config(spec), overrides)
+    except (ConfigError, FileNotFoundError) as e:
+      return str(e)
+    except Exception:  # pylint: disable=broad-except
+      pass  # The file itself is broken: its own error says more.
+  return str(error).strip().splitlines()[-1] if str(error).strip() else (
+      type(error).__name__)
+
+
 def apply_overrides(config: ml_collections.ConfigDict,
                     overrides: Mapping[str, str]) -> None:
   """Sets dotted keys from strings, coerced to the existing value's type."""
@@ -101,9 +144,22 @@ def apply_overrides(config: ml_collections.ConfigDict,
         raise ConfigError(key, raw, f"'{p}' is not a section of this config.")
       node = node[p]
     if leaf not in node:
-      raise ConfigError(key, raw, f"no such key; keys here are "
+      close = difflib.get_close_matches(leaf, list(node.keys()), n=1)
+      hint = f"did you mean {'.'.join((*parents, close[0]))!r}? " if close else ""
+      raise ConfigError(key, raw, f"no such key; {hint}keys here are "
                         f"{sorted(node.keys())}.")
     node[leaf] = _coerce(key, raw, node[leaf])
+
+
+def _literal_sequence(key: str, raw: str) -> tuple[Any, ...]:
+  try:
+    value = ast.literal_eval(raw.strip())
+  except (ValueError, SyntaxError):
+    value = None
+  if not isinstance(value, (tuple, list)):
+    raise ConfigError(key, raw, "expected a sequence such as (1,2,4) or "
+                      "1;2;4.")
+  return tuple(value)
 
 
 def _coerce(key: str, raw: str, current: Any) -> Any:
@@ -115,7 +171,11 @@ def _coerce(key: str, raw: str, current: Any) -> Any:
       raise ConfigError(key, raw, "expected true or false.")
     return raw.lower() in ("true", "1")
   if isinstance(current, (tuple, list)):
-    parts = [p for p in raw.split(";") if p]  # ';' since ',' separates items.
+    if raw.strip()[:1] in "([":  # A literal: "(1,2,4)" or "[1, 2]".
+      parts = [str(p) if not isinstance(p, str) else p
+               for p in _literal_sequence(key, raw)]
+    else:  # "1;2;4": ';' needs no brackets in a shell.
+      parts = [p for p in raw.split(";") if p]
     elem = current[0] if current else None  # empty: literal or string
     return tuple(_coerce(key, p, elem) for p in parts)
   try:
@@ -171,8 +231,31 @@ def validate(config: ml_collections.ConfigDict, workdir: str | None) -> None:
       if key in config.train and config.train[key] < 1:
         raise ConfigError(f"train.{key}", config.train[key],
                           "must be a positive integer.")
+  for section in ("optim", "disc_optim"):
+    if section in config:
+      _validate_optim(config[section], section)
   if workdir is not None:
     check_workdir(workdir)
+
+
+def _validate_optim(optim, section: str) -> None:
+  """Learning rate, schedule, Adam and clipping values of an optimizer."""
+  if optim.get("lr", 1.0) <= 0:
+    raise ConfigError(f"{section}.lr", optim.lr,
+                      "must be > 0 (a negative rate ascends the loss).")
+  for key in ("warmup_steps", "weight_decay", "grad_clip"):
+    if optim.get(key, 0) < 0:
+      raise ConfigError(f"{section}.{key}", optim[key], "must be >= 0.")
+  for key in ("b1", "b2"):
+    if key in optim and not 0 <= optim[key] < 1:
+      raise ConfigError(f"{section}.{key}", optim[key], "must be in [0, 1).")
+  if "end_lr_ratio" in optim and not 0 <= optim.end_lr_ratio <= 1:
+    raise ConfigError(f"{section}.end_lr_ratio", optim.end_lr_ratio,
+                      "must be in [0, 1] (the final learning rate over the "
+                      "peak).")
+  if optim.get("grad_accum_steps", 1) < 1:
+    raise ConfigError(f"{section}.grad_accum_steps", optim.grad_accum_steps,
+                      "must be >= 1.")
 
 
 def _validate_sharding(config) -> tuple[int, ...]:
@@ -224,14 +307,20 @@ def _validate_tokenizer(config) -> None:
   """The image tokenizer section: downsampling, schedule, codebook, stage."""
   tok = config.tokenizer
   if "channel_mults" in tok:  # A tokenizer that is trained here.
-    key, downsample = "tokenizer.channel_mults", 2 ** (len(tok.channel_mults)
-                                                       - 1)
+    patch = tok.get("patch_size", 1)
+    if not isinstance(patch, int) or patch < 1 or patch & (patch - 1):
+      raise ConfigError("tokenizer.patch_size", patch,
+                        "must be a power of two >= 1 (1 = no space-to-depth "
+                        "stem).")
+    key = "tokenizer.channel_mults"
+    downsample = patch * 2 ** (len(tok.channel_mults) - 1)
   else:  # Only described (e.g. to count tokens per image).
     key, downsample = "tokenizer.downsample", tok.downsample
-  if downsample not in (8, 16):
+  if downsample not in (4, 8, 16):
     raise ConfigError(key, tok[key.split(".")[1]],
-                      "must give a downsampling factor of 8 or 16 (4 or 5 "
-                      "channel_mults).")
+                      f"gives a downsampling factor of {downsample}; it must "
+                      "be 4, 8 or 16 (patch_size * 2 ** (len(channel_mults) "
+                      "- 1)).")
   image_size = config.data.image_size if "data" in config else None
   if image_size is not None and image_size % downsample:
     raise ConfigError(

@@ -5,8 +5,12 @@ r"""Entry point: runs the job named by `config.trainer`.
   python -m nextflow_jax.main --config=configs/data.py:cpu --workdir=runs/demo \
       [--config.data.global_batch_size=64] [--multihost]
 
-The config is validated before anything runs; a bad value stops with one
-message naming the key, the value and what is allowed. Logs go to stderr and
+The config is validated before anything runs; a bad value (in the file's
+arg, a `--config.` flag or the loaded config) stops with one line naming the
+key, the value and what is allowed, and exit code 2. During the run, bad
+input the job finds (a data file, a checkpoint of another config) is one
+line and exit code 2, a diverged run one line and exit code 1; `--verbose`
+shows their tracebacks. Logs go to stderr and
 to `workdir/log.txt`.
 """
 
@@ -23,6 +27,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from nextflow_jax import cli
 from nextflow_jax import config_lib
 from nextflow_jax import sharding
 from nextflow_jax import trainers
@@ -50,10 +55,15 @@ def main(argv: Sequence[str]) -> None:
   sharding.maybe_initialize_distributed(_MULTIHOST.value)
   config, workdir = _CONFIG.value, _WORKDIR.value
   try:
+    config.get("trainer")
+  except OSError:  # ml_collections defers a failed load to the first use.
+    path = flags.FLAGS["config"].config_filename.partition(":")[0]
+    _bad_input(f"config file {path!r} does not exist or failed to load "
+               "(give a path such as configs/nextflow.py:cpu).")
+  try:
     trainers.validate(config, workdir)
   except config_lib.ConfigError as e:
-    logging.error("%s", e)
-    sys.exit(f"Invalid config: {e}")
+    _bad_input(str(e))
   handler = py_logging.FileHandler(os.path.join(workdir, "log.txt"))
   handler.setFormatter(py_logging.Formatter("%(asctime)s %(message)s"))
   handler.addFilter(_QuietLibraries())
@@ -66,6 +76,26 @@ def main(argv: Sequence[str]) -> None:
   trainers.get(config.trainer).run(config, workdir)
 
 
+def _bad_input(message: str) -> None:
+  """A bad config: one line on stderr, exit code 2."""
+  cli.exit_with("Invalid config", message, 2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, but a bad `--config` is one line and exit code 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    if not str(e).startswith("flag --config"):
+      sys.stderr.write(f"{e}\nPass --helpshort or --helpfull to see help "
+                       "on flags.\n")
+      sys.exit(2)
+    _bad_input(config_lib.command_line_error(argv, e))
+  except Exception as e:  # pylint: disable=broad-except
+    # ml_collections raises e.g. a bare AttributeError for --config.a.nope.
+    _bad_input(config_lib.command_line_error(argv, e))
+
+
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  app.run(cli.one_line_errors(main), flags_parser=parse_flags)

@@ -103,6 +103,23 @@ def test_mismatched_checkpoint_names_the_differences(tmp_path):
   ckpt.close()
 
 
+def test_bad_input_resume_with_another_config_names_the_fields(tmp_path):
+  mesh = sharding.make_mesh((-1, 1, 1))
+  _, state = sharded_state(mesh, width=16)
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  ckpt.save(1, state, config={"model": {"width": 16, "depth": 2},
+                              "train": {"num_steps": 10}})
+  ckpt.wait()
+  other, _ = sharded_state(mesh, width=24)
+  with pytest.raises(checkpoint.CheckpointMismatchError,
+                     match=r"differs from the one saved with it: "
+                     r"model.width: 16 -> 24; train.num_steps: 10 -> 20\. "
+                     r"Use another --workdir"):
+    ckpt.restore(other, config={"model": {"width": 24, "depth": 2},
+                                "train": {"num_steps": 20}})
+  ckpt.close()
+
+
 def test_restore_without_checkpoint(tmp_path):
   target, _ = sharded_state(sharding.make_mesh((-1, 1, 1)))
   with pytest.raises(FileNotFoundError, match="no checkpoint"):
@@ -118,3 +135,33 @@ def test_unfinished_save_is_not_a_checkpoint(tmp_path):
   (tmp_path / "2.orbax-checkpoint-tmp-123").mkdir()
   assert checkpoint.Checkpointer(str(tmp_path)).all_steps() == [1]
   ckpt.close()
+
+
+def test_unreadable_newest_step_falls_back_to_the_previous_one(tmp_path):
+  """A truncated file in the newest step (disk full, copy cut short)."""
+  target, state = sharded_state(sharding.make_mesh((-1, 1, 1)))
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  it = data_iterator()
+  ckpt.save(1, state, data_iterator=it)
+  expected_next = next(it)["x"]
+  ckpt.save(2, state, data_iterator=it)
+  ckpt.close()
+  sharding_file = tmp_path / "2" / "state" / "_sharding"
+  sharding_file.write_bytes(sharding_file.read_bytes()[:40])
+
+  reader = checkpoint.Checkpointer(str(tmp_path))
+  with pytest.raises(checkpoint.CheckpointCorruptError,
+                     match=r"checkpoint step 2 in .* is unreadable"):
+    reader.restore(target, step=2)
+  fresh = data_iterator()
+  restored, step = reader.restore(target, data_iterator=fresh)
+  assert step == 1
+  np.testing.assert_array_equal(next(fresh)["x"], expected_next)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored),
+               jax.device_get(state))
+  assert (tmp_path / "2.unreadable").is_dir()
+  assert reader.all_steps() == [1]
+  reader.save(2, state)  # Training goes on and saves step 2 again.
+  reader.wait()
+  assert reader.all_steps() == [1, 2]
+  reader.close()

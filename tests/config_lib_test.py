@@ -52,14 +52,24 @@ def test_arg_overrides_are_coerced_to_the_existing_type():
   assert c.text.model_type == "unigram"
 
 
+def test_tuple_overrides_may_be_bracketed_literals():
+  c = load("tokenizer.py").get_config(
+      "mu,tokenizer.channel_mults=(1,2),data.sources=['shapes/32px'],"
+      "tokenizer.patch_size=4")
+  assert c.tokenizer.channel_mults == (1, 2)
+  assert c.data.sources == ("shapes/32px",)
+  assert c.tokenizer.patch_size == 4
+
+
 @pytest.mark.parametrize("arg,match", [
     ("huge", r"config.preset='huge' is invalid: choose one of \['cpu', 'mu'\]"),
     ("mu,data.nope=3", r"config.data.nope='3' is invalid: no such key"),
     ("mu,nosection.x=3", r"'nosection' is not a section"),
     ("mu,data.global_batch_size=eight", r"expected a int"),
     ("mu,junk", r"overrides are 'dotted.key=value' items"),
+    ("mu,data.weights=(1,", r"expected a sequence such as \(1,2,4\)"),
 ])
-def test_bad_args(arg, match):
+def test_bad_input_arg_strings(arg, match):
   with pytest.raises(config_lib.ConfigError, match=match):
     data_config(arg)
 
@@ -74,7 +84,7 @@ def test_bad_args(arg, match):
     ("tokenizer.scales", "1,2,x", r"'x' in schedule"),
     ("data.image_size", 36, r"config.data.image_size=36 .* multiple of "
      r"the tokenizer's downsampling 8"),
-    ("tokenizer.downsample", 4, r"downsampling factor of 8 or 16"),
+    ("tokenizer.downsample", 2, r"factor of 2; it must be 4, 8 or 16"),
     ("data.sources", ("shapes/99px",), r"unknown dataset 'shapes/99px'; "
      r"shapes has configs \['32px', '64px'\]"),
     ("data.sources", ("imagenet",), r"unknown dataset 'imagenet'; use an "
@@ -88,7 +98,7 @@ def test_bad_args(arg, match):
      r"choose one of \['extract', 'prepare_data', 'pretrain', 'sample', "
      r"'tokenizer'\]"),
 ])
-def test_each_bad_value_fails_with_its_message(key, value, match, tmp_path):
+def test_bad_input_shared_values(key, value, match, tmp_path):
   config = data_config()
   section, _, leaf = key.rpartition(".")
   (config[section] if section else config)[leaf] = value
@@ -105,7 +115,8 @@ def test_workdir_that_cannot_be_created(tmp_path):
 
 
 @pytest.mark.parametrize("key,value,match", [
-    ("tokenizer.channel_mults", (1, 2, 4), r"downsampling factor of 8 or 16"),
+    ("tokenizer.channel_mults", (1, 2), r"factor of 2; it must be 4, 8 or 16"),
+    ("tokenizer.patch_size", 3, r"must be a power of two"),
     ("tokenizer.scales", "1,2,3", r"needs a final grid of 4x4"),
     ("tokenizer.codebook_size", 1, r"must be >= 2"),
     ("stage", "warmup", r"choose one of \['decoder', 'joint', 'pixel'\]"),
@@ -118,8 +129,12 @@ def test_workdir_that_cannot_be_created(tmp_path):
     ("train.eval_every_steps", 0, r"must be a positive integer"),
     ("init_from", "/nonexistent", r"must be the --workdir of a previous "
      r"stage"),
+    ("optim.lr", -1e-3, r"config.optim.lr=-0.001 is invalid: must be > 0"),
+    ("disc_optim.b2", 1.0, r"config.disc_optim.b2=1.0 .* in \[0, 1\)"),
+    ("optim.end_lr_ratio", 2.0, r"the final learning rate over the peak"),
+    ("optim.warmup_steps", -5, r"must be >= 0"),
 ])
-def test_tokenizer_config_errors(key, value, match, tmp_path):
+def test_bad_input_tokenizer_values(key, value, match, tmp_path):
   config = load("tokenizer.py").get_config("mu")
   assert config.stage == "joint"
   section, _, leaf = key.rpartition(".")
@@ -136,7 +151,7 @@ def test_tokenizer_config_errors(key, value, match, tmp_path):
     ("extract.schedule", "4,2", r"extract.schedule=4x4,2x2 is not "
      r"increasing"),
 ])
-def test_extract_config_errors(key, value, match, tmp_path):
+def test_bad_input_extract_values(key, value, match, tmp_path):
   config = load("extract.py").get_config("mu")
   (tmp_path / "tok" / "checkpoints").mkdir(parents=True)
   config.tokenizer_workdir = str(tmp_path / "tok")
@@ -162,8 +177,10 @@ def test_pixel_stage_needs_the_semantic_branch_off(tmp_path):
     ("model.num_kv_heads", 3, r"must divide model.num_heads=4"),
     ("layout.image_order", "zigzag", r"choose one of \['next_scale', "
      r"'raster'\]"),
+    ("optim.grad_accum_steps", 0, r"config.optim.grad_accum_steps=0 .* >= 1"),
+    ("optim.weight_decay", -0.1, r"must be >= 0"),
 ])
-def test_pretrain_config_errors(key, value, match, tmp_path):
+def test_bad_input_pretrain_values(key, value, match, tmp_path):
   config = load("nextflow.py").get_config("mu")
   (tmp_path / "codes" / "codes").mkdir(parents=True)
   config.data.codes_dir = str(tmp_path / "codes")
@@ -208,7 +225,7 @@ def sample_config(arg="mu"):
      "guidance_schedule='cosine'"),
     ("sample.tasks=t2i;paint", "sample.tasks", "choose from"),
 ])
-def test_bad_sampling_values_fail_up_front(arg, key, match, tmp_path):
+def test_bad_input_sampling_values(arg, key, match, tmp_path):
   (tmp_path / "model" / "checkpoints").mkdir(parents=True)
   config = sample_config(f"mu,{arg},sample.model_workdir={tmp_path}/model")
   with pytest.raises(config_lib.ConfigError, match=match) as e:

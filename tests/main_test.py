@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from nextflow_jax import metrics
 from nextflow_jax.text import tokenizer as text_tokenizer
 
@@ -53,3 +55,41 @@ def test_invalid_config_stops_before_running(tmp_path):
   assert ("config.data.global_batch_size=6 is invalid: must be a positive "
           "multiple of the data-parallel size 4") in result.stderr
   assert not os.path.exists(tmp_path / "run" / "data_report.json")
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--config=configs/data.py:mu,junk",),
+     "config.arg='junk' is invalid: overrides are"),
+    (("--config=configs/data.py:huge",),
+     "config.preset='huge' is invalid: choose one of ['cpu', 'mu']"),
+    (("--config=configs/data.py:mu", "--config.data.global_batch_szie=3"),
+     "config.data.global_batch_szie='3' is invalid: no such key; did you "
+     "mean 'data.global_batch_size'?"),
+    (("--config=configs/data.py:mu", "--config.data.global_batch_size=x"),
+     "config.data.global_batch_size='x' is invalid: expected a int."),
+    (("--config=configs/nope.py:mu",),
+     "config file 'configs/nope.py' does not exist"),
+])
+def test_bad_input_config_flags_are_one_line(args, message, tmp_path):
+  # ml_collections re-raises config-file errors as type(e)(traceback) and an
+  # unknown --config.a.b key as a bare AttributeError.
+  result = run_main(*args, f"--workdir={tmp_path / 'run'}")
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = [l for l in result.stderr.splitlines() if "Invalid config" in l]
+  assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  assert not os.path.exists(tmp_path / "run")
+
+
+def test_bad_input_found_during_the_run_is_one_line(tmp_path):
+  (tmp_path / "records").mkdir()  # No manifest: not a converted folder.
+  args = ("--config=configs/data.py:mu",
+          f"--config.data.sources=array_record:{tmp_path / 'records'}",
+          "--config.data.weights=1", f"--workdir={tmp_path / 'run'}")
+  result = run_main(*args)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "Bad input: " in result.stderr and "has no manifest.json" in (
+      result.stderr)
+  assert "Traceback" not in result.stderr
+  verbose = run_main(*args, "--verbose")
+  assert verbose.returncode != 0 and "Traceback" in verbose.stderr

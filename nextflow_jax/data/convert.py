@@ -34,6 +34,8 @@ from absl import app
 from absl import flags
 from PIL import Image
 
+from nextflow_jax import cli
+from nextflow_jax.data import images as image_modes
 from nextflow_jax.data import records
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
@@ -95,15 +97,7 @@ def load_rgb(path: str, image_size: int | None) -> Image.Image:
   try:
     with Image.open(path) as im:
       im.load()
-      if im.mode in ("RGBA", "LA", "P"):
-        rgba = im.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        rgb = Image.alpha_composite(canvas, rgba).convert("RGB")
-      elif im.mode in ("RGB", "L", "I;16", "CMYK", "YCbCr"):
-        rgb = im.convert("RGB")
-      else:
-        raise ValueError(f"unsupported image mode {im.mode!r}; expected an "
-                         "RGB, RGBA, greyscale or palette image.")
+      rgb = image_modes.to_rgb(im)
   except (OSError, SyntaxError) as e:
     raise ValueError(f"{path} is not a readable image ({e}).") from e
   except ValueError as e:
@@ -169,4 +163,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["input_dir", "output_dir"])
-  app.run(main)
+  app.run(cli.one_line_errors(main))

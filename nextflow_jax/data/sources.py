@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from nextflow_jax.data import images
 from nextflow_jax.data import records
 
 EMBEDDED = ("shapes", "twemoji")
@@ -203,7 +204,7 @@ def decode_image(data: bytes, rid: str) -> np.ndarray:
   """Decodes encoded image bytes to uint8 HxWxC; errors name the record."""
   try:
     with Image.open(io.BytesIO(data)) as im:
-      return np.asarray(im.convert("RGB") if im.mode != "RGB" else im)
+      return np.asarray(images.to_rgb(im))
   except (OSError, ValueError) as e:
     raise ValueError(f"record {rid}: image bytes do not decode ({e}).") from e
 

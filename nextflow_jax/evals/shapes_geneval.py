@@ -65,6 +65,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from nextflow_jax import cli
 from nextflow_jax.data import shapes
 from nextflow_jax.data import shapes_grammar as grammar
 
@@ -717,4 +718,4 @@ def _define_flags() -> None:
 if __name__ == "__main__":
   from absl import app as _app  # pylint: disable=g-import-not-at-top
   _define_flags()
-  _app.run(_main)
+  _app.run(cli.one_line_errors(_main))

@@ -180,8 +180,14 @@ class Generator:
                                       jnp.asarray(images, jnp.float32))]
 
   def decode(self, codes: Codes, schedule: scales.Schedule) -> np.ndarray:
-    """Per-scale codes -> (B, H, W, 3) uint8 images."""
+    """Per-scale codes -> (B, H, W, 3) uint8 images.
+
+    Raises:
+      ValueError: codes of the wrong shape, dtype or outside the codebook
+        (checked here, on the host: under `jit` they would decode to NaN).
+    """
     schedule = tuple(tuple(s) for s in schedule)
+    self.tokenizer.check_indices([np.asarray(c) for c in codes], schedule)
     fn = self._program(("decode", schedule), lambda: jax.jit(
         functools.partial(self.tokenizer.apply, method=self.tokenizer.decode,
                           schedule=schedule)))

@@ -42,8 +42,10 @@ class VisionTokenizer(nn.Module):
   Attributes:
     codebook_size: K, entries shared by both codebook tables.
     channels, channel_mults, num_res_blocks, attention, num_groups: pixel
-      encoder (see `networks.PixelEncoder`); downsample is
-      2 ** (len(channel_mults) - 1).
+      encoder (see `networks.PixelEncoder`).
+    patch_size: space-to-depth stem of the pixel encoder and pixel-shuffle
+      head of the decoder (1 = none, VQGAN). downsample is
+      patch_size * 2 ** (len(channel_mults) - 1).
     decoder_channels, decoder_num_res_blocks: pixel decoder; None = same as
       the encoder. Stage 3 of the recipe doubles the decoder capacity.
     pixel_dim: pixel latent width (TokenFlow: 8).
@@ -65,6 +67,7 @@ class VisionTokenizer(nn.Module):
   num_res_blocks: int = 2
   attention: bool = True
   num_groups: int = 32
+  patch_size: int = 1
   decoder_channels: int | None = None
   decoder_num_res_blocks: int | None = None
   pixel_dim: int = 8
@@ -89,7 +92,7 @@ class VisionTokenizer(nn.Module):
 
   @property
   def downsample(self) -> int:
-    return 2 ** (len(self.channel_mults) - 1)
+    return self.patch_size * 2 ** (len(self.channel_mults) - 1)
 
   @property
   def branch_dims(self) -> tuple[int, ...]:
@@ -102,13 +105,14 @@ class VisionTokenizer(nn.Module):
     self.pixel_encoder = networks.PixelEncoder(
         channels=self.channels, channel_mults=self.channel_mults,
         num_res_blocks=self.num_res_blocks, latent_dim=self.pixel_dim,
-        num_groups=self.num_groups, attention=self.attention, **common)
+        num_groups=self.num_groups, attention=self.attention,
+        patch_size=self.patch_size, **common)
     self.pixel_decoder = networks.PixelDecoder(
         channels=self.decoder_channels or self.channels,
         channel_mults=self.channel_mults,
         num_res_blocks=self.decoder_num_res_blocks or self.num_res_blocks,
         latent_dim=self.pixel_dim, num_groups=self.num_groups,
-        attention=self.attention, **common)
+        attention=self.attention, patch_size=self.patch_size, **common)
     if self.use_semantic:
       self.semantic_encoder = networks.ViTEncoder(
           patch_size=self.downsample, width=self.vit_width,

@@ -214,19 +214,43 @@ class _PixelCNN(nn.Module):
   latent_dim: int = 8
   num_groups: int = 32
   attention: bool = True  # At the lowest level and in the mid block.
+  # Space-to-depth stem: the encoder first folds p x p pixel patches into
+  # channels and the decoder ends with the inverse (pixel shuffle), so no
+  # conv runs at full resolution. 1 = VQGAN (conv_in on pixels).
+  patch_size: int = 1
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
   @property
   def downsample(self) -> int:
-    """The spatial downsampling factor f = 2 ** (len(channel_mults) - 1)."""
-    return 2 ** (len(self.channel_mults) - 1)
+    """The spatial downsampling f = patch_size * 2 ** (len(channel_mults)-1)."""
+    return self.patch_size * 2 ** (len(self.channel_mults) - 1)
+
+
+def space_to_depth(x_BHWC: jax.Array, p: int) -> jax.Array:
+  """(B, H, W, C) -> (B, H/p, W/p, p*p*C), patches row-major in channels."""
+  if p == 1:
+    return x_BHWC
+  b, h, w, c = x_BHWC.shape
+  x = x_BHWC.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h // p, w // p, p * p * c)
+
+
+def depth_to_space(x_BhwC: jax.Array, p: int) -> jax.Array:
+  """(B, h, w, p*p*C) -> (B, h*p, w*p, C); the inverse of space_to_depth."""
+  if p == 1:
+    return x_BhwC
+  b, h, w, pc = x_BhwC.shape
+  c = pc // (p * p)
+  x = x_BhwC.reshape(b, h, w, p, p, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h * p, w * p, c)
 
 
 class PixelEncoder(_PixelCNN):
   """VQGAN-style CNN encoder of the pixel branch.
 
-  conv_in -> per level: `num_res_blocks` ResBlocks (+ attention at the lowest
+  [space-to-depth by `patch_size`] -> conv_in -> per level:
+  `num_res_blocks` ResBlocks (+ attention at the lowest
   level) and a stride-2 downsampling conv (all but the last level) -> mid
   (ResBlock, attention, ResBlock) -> GroupNorm, swish, conv3x3 -> 1x1
   `quant_conv` to `latent_dim`.
@@ -254,7 +278,8 @@ class PixelEncoder(_PixelCNN):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     blk = dict(num_groups=self.num_groups, **kw)
     last = len(self.channel_mults) - 1
-    x = nn.with_logical_constraint(images_BHWC, IMAGE_AXES)
+    x = nn.with_logical_constraint(
+        space_to_depth(images_BHWC, self.patch_size), IMAGE_AXES)
     x = _conv(self.channels, 3, name="conv_in", **kw)(x)
     for i, mult in enumerate(self.channel_mults):
       for j in range(self.num_res_blocks):
@@ -283,7 +308,8 @@ class PixelDecoder(_PixelCNN):
   1x1 `post_quant_conv` -> conv_in -> mid (ResBlock, attention, ResBlock) ->
   per level, coarse to fine: `num_res_blocks + 1` ResBlocks (+ attention at
   the lowest level) and a nearest-neighbour 2x upsample + conv3x3 (all but
-  the finest level) -> GroupNorm, swish, conv3x3 to 3 channels.
+  the finest level) -> GroupNorm, swish, conv3x3 to 3 * patch_size**2
+  channels [-> depth-to-space by `patch_size`].
   """
 
   @nn.compact
@@ -327,8 +353,9 @@ class PixelDecoder(_PixelCNN):
         x = _conv(x.shape[-1], 3, name=f"up_{i}_upsample", **kw)(x)
     x = nn.swish(_group_norm(self.num_groups, name="norm_out",
                              param_dtype=self.param_dtype)(x))
-    x = _conv(3, 3, name="conv_out", **kw)(x)
-    return nn.with_logical_constraint(x, IMAGE_AXES)
+    x = _conv(3 * self.patch_size ** 2, 3, name="conv_out", **kw)(x)
+    return nn.with_logical_constraint(depth_to_space(x, self.patch_size),
+                                      IMAGE_AXES)
 
 
 class SelfAttention(nn.Module):

@@ -238,7 +238,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                             num_workers=data.num_workers))
   if ckpt.latest_step() is not None:
     state, _ = ckpt.restore(common.abstract_target(state),
-                            data_iterator=train_iter)
+                            data_iterator=train_iter, config=config)
     logging.info("resumed from step %d", int(state.step))
 
   loss_cfg = dict(text_weight=config.loss.text_weight,

@@ -63,7 +63,7 @@ STAGES = ("pixel", "joint", "decoder")
 def _teacher(config) -> tuple[networks.ViTEncoder, Any]:
   sem = config.semantic
   teacher = networks.ViTEncoder(
-      patch_size=2 ** (len(config.tokenizer.channel_mults) - 1),
+      patch_size=workdirs.build_tokenizer(config.tokenizer).downsample,
       width=sem.teacher_width, depth=sem.teacher_depth,
       num_heads=sem.teacher_heads, mlp_dim=sem.teacher_mlp_dim)
   if not os.path.isdir(sem.teacher_checkpoint):
@@ -91,12 +91,18 @@ def merge_previous_stage(fresh: Any, previous: Any, semantic_dim: int,
   """Copies every previous-stage tokenizer param whose path and shape match.
 
   The codebook of a pixel-only stage (K, pixel_dim) goes into the pixel
-  columns of a dual codebook (K, semantic_dim + pixel_dim). Returns the
-  merged params and the list of copied paths.
+  columns of a dual codebook (K, semantic_dim + pixel_dim). Only the pixel
+  decoder may change shape between stages (stage 3 widens it); any other
+  param that both have with different shapes (another codebook size,
+  channels, ...) is an error, since training on would start that part from
+  scratch without a word. Returns the merged params and the copied paths.
+
+  Raises:
+    ValueError: shared params differ in shape (each one named).
   """
   flat_prev = {jax.tree_util.keystr(p): v for p, v in
                jax.tree_util.tree_flatten_with_path(previous)[0]}
-  copied = []
+  copied, mismatched = [], []
 
   def pick(path, value):
     key = jax.tree_util.keystr(path)
@@ -111,9 +117,21 @@ def merge_previous_stage(fresh: Any, previous: Any, semantic_dim: int,
         old.shape[1] + semantic_dim == value.shape[1]):
       copied.append(key + " (pixel columns)")
       return value.at[:, semantic_dim:].set(jnp.asarray(old, value.dtype))
+    if "pixel_decoder" not in key:
+      mismatched.append(f"{key}: previous {tuple(old.shape)} vs this "
+                        f"{tuple(value.shape)}")
     return value
 
-  return jax.tree_util.tree_map_with_path(pick, fresh), copied
+  merged = jax.tree_util.tree_map_with_path(pick, fresh)
+  if mismatched:
+    shown = "; ".join(mismatched[:5])
+    raise ValueError(
+        f"config.init_from: {len(mismatched)} parameters of the previous "
+        f"stage have other shapes ({shown}{' ...' if len(mismatched) > 5 else ''}"
+        "); a later stage must keep the tokenizer's codebook_size, "
+        "pixel_dim, channels and channel_mults (only the decoder may "
+        "change).")
+  return merged, copied
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -201,14 +219,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                     spec=transform_spec)
   if ckpt.latest_step() is not None:  # 1. resume this run
     state, _ = ckpt.restore(common.abstract_target(state),
-                            data_iterator=train_iter)
+                            data_iterator=train_iter, config=config)
     logging.info("resumed from step %d", int(state.step))
   elif config.init_from:  # 2. previous stage
     previous = checkpoint.Checkpointer(
         os.path.join(config.init_from, "checkpoints")).restore_raw()
-    merged, copied = merge_previous_stage(
-        state.params["tokenizer"], previous["params"]["tokenizer"],
-        config.tokenizer.semantic_dim, config.tokenizer.use_semantic)
+    try:
+      merged, copied = merge_previous_stage(
+          state.params["tokenizer"], previous["params"]["tokenizer"],
+          config.tokenizer.semantic_dim, config.tokenizer.use_semantic)
+    except ValueError as e:
+      raise ValueError(f"{e} init_from={config.init_from!r}.") from None
     if not copied:
       raise ValueError(f"config.init_from={config.init_from!r}: no parameter "
                        "matches this tokenizer; is it a tokenizer workdir?")

@@ -138,7 +138,7 @@ def make_train_step(model: model_lib.VisionTokenizer,
       codebook = params["tokenizer"]["quantizer"]["codebook"]
       new_codebook, new_ema, restarted = quantizer_lib.restart_dead_codes(
           codebook, code_ema, out["residual_rows"], r_restart,
-          weights.dead_threshold, model.branch_dims)
+          weights.dead_threshold)
       due = (state.step + 1) % weights.restart_every_steps == 0
       params = _replace_codebook(params, jnp.where(due, new_codebook,
                                                    codebook))

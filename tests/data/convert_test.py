@@ -4,6 +4,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -63,14 +65,17 @@ def test_resize_and_mode_conversion(tmp_path):
   src.mkdir()
   Image.new("RGBA", (40, 30), (255, 0, 0, 0)).save(src / "clear.png")
   Image.new("L", (30, 50), 7).save(src / "grey.png")
-  for stem in ("clear", "grey"):
+  # 16-bit greyscale: PIL's own convert("RGB") clips it to white.
+  Image.fromarray(np.full((20, 20), 40000, np.uint16)).save(src / "deep.png")
+  for stem in ("clear", "grey", "deep"):
     (src / f"{stem}.txt").write_text(stem)
   convert.convert_image_folder(str(src), str(tmp_path / "out"), image_size=16)
   source = sources.ArrayRecordSource(str(tmp_path / "out"))
-  images = {source[i]["caption"]: source[i]["image"] for i in range(2)}
+  images = {source[i]["caption"]: source[i]["image"] for i in range(3)}
   assert images["clear"].shape == (16, 16, 3)
   assert (images["clear"] == 255).all()  # transparent -> white background
   assert (images["grey"] == 7).all()
+  assert (images["deep"] == 40000 >> 8).all()  # 156, not 255
 
 
 @pytest.mark.parametrize("setup,match", [
@@ -114,3 +119,14 @@ def test_folder_without_manifest_is_rejected(tmp_path):
   (tmp_path / "half").mkdir()
   with pytest.raises(FileNotFoundError, match="not a finished"):
     sources.open_source(f"array_record:{tmp_path / 'half'}", "train", "")
+
+
+def test_bad_input_on_the_command_line_is_one_line(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "nextflow_jax.data.convert",
+       f"--input_dir={tmp_path / 'missing'}", f"--output_dir={tmp_path / 'o'}"],
+      capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1] == (
+      f"Bad input: input_dir '{tmp_path / 'missing'}' is not a folder.")
+  assert "Traceback" not in result.stderr

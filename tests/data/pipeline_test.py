@@ -134,7 +134,7 @@ def test_resize_center_crops():
      r"record r7 has no 'image' field"),
     ("keep('image')", {"caption": "x", "id": "r7"}, r"record r7 lacks"),
 ])
-def test_transform_errors_name_the_record(spec, example, match):
+def test_bad_input_transform_names_the_record(spec, example, match):
   with pytest.raises(ValueError, match=match):
     transforms.apply(transforms.parse(spec), example)
 
@@ -157,7 +157,7 @@ def test_tokenize_errors(tok_path):
     ("resize(size=open('x'))", r"not `name` or `name\(literal args\)`"),
     ("resize(0)", r"size=0 must be positive"),
 ])
-def test_bad_transform_specs(spec, match):
+def test_bad_input_transform_specs(spec, match):
   with pytest.raises(ValueError, match=match):
     transforms.parse(spec)
 

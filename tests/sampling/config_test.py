@@ -52,7 +52,7 @@ def test_per_scale_knobs_and_schedules():
     (dict(guidance_schedule="cosine"), "guidance_schedule='cosine'"),
     (dict(guidance_schedule="list"), "needs guidance_list"),
 ])
-def test_bad_knobs_raise(kwargs, message):
+def test_bad_input_sampling_knobs(kwargs, message):
   with pytest.raises(ValueError, match=message):
     config_lib.SamplingConfig(**kwargs)
 

@@ -99,7 +99,7 @@ def test_edit_caption_answer_and_video(gen):
   assert len(video.codes) == 2 and video.codes[1][2].shape == (2, 4, 4)
 
 
-def test_bad_inputs_raise_clear_errors(gen, parts):
+def test_bad_input_to_the_generator(gen, parts):
   with pytest.raises(ValueError, match="images are 16x16 but this model's "
                      "tokenizer reads 32x32 images"):
     gen.edit(np.zeros((1, 16, 16, 3), np.uint8), ["x"])
@@ -115,6 +115,11 @@ def test_bad_inputs_raise_clear_errors(gen, parts):
   with pytest.raises(ValueError, match="has 5 scales but the model has scale "
                      "embeddings for 4"):
     gen.text_to_image(TEXTS[:1], Config(schedule="1,2,3,4,5"))
+  codes = [np.zeros((1, h, w), np.int32) for h, w in SCHEDULE]
+  codes[2][0, 1, 1] = 64  # Under jit this would decode to NaN pixels.
+  with pytest.raises(ValueError, match=r"indices of scale 2 span \[0, 64\], "
+                     r"outside the codebook \[0, 64\)"):
+    gen.decode(codes, SCHEDULE)
   _, _, tok, tok_params, text_tok = parts
   with pytest.raises(ValueError, match="the tokenizer has 64 codes but the "
                      "model was trained on 32"):

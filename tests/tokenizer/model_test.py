@@ -65,7 +65,7 @@ def test_decode_full_and_prefix(tokenizer):
     (np.zeros((1, 64, 64, 3)), r"schedule ends at 4x4 but 64x64 images give "
      r"a 8x8 latent grid"),
 ])
-def test_bad_images(tokenizer, bad, match):
+def test_bad_input_images_to_the_tokenizer(tokenizer, bad, match):
   model, variables, _, _, _ = tokenizer
   with pytest.raises(ValueError, match=match):
     model.apply(variables, jnp.asarray(bad, jnp.float32), SCHEDULE,
@@ -82,7 +82,7 @@ def test_bad_images(tokenizer, bad, match):
     ([np.zeros((1, 1, 1), np.int32)] * 4, r"got 4 scales of indices for a "
      r"3-scale schedule"),
 ])
-def test_bad_indices(tokenizer, indices, match):
+def test_bad_input_indices_to_the_tokenizer(tokenizer, indices, match):
   model, variables, _, _, _ = tokenizer
   with pytest.raises(ValueError, match=match):
     model.apply(variables, [jnp.asarray(i) for i in indices], SCHEDULE,

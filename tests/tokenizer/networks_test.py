@@ -19,6 +19,7 @@ from nextflow_jax.tokenizer import networks
 CONV = dict(channels=16, num_res_blocks=1, latent_dim=4, num_groups=8)
 PIX8 = dict(CONV, channel_mults=(1, 2, 2, 4))
 PIX16 = dict(CONV, channel_mults=(1, 1, 2, 2, 4))
+PATCH8 = dict(CONV, channel_mults=(1, 2), patch_size=4)  # 8x, s2d stem
 VIT = dict(width=32, depth=1, num_heads=2, mlp_dim=64)
 TEXT = dict(vocab_size=64, max_len=16, out_dim=24, **VIT)
 B = 2
@@ -95,6 +96,7 @@ def text():
     (PIX16, (32, 32), (2, 2)),
     (PIX8, (32, 64), (4, 8)),
     (PIX16, (64, 32), (4, 2)),
+    (PATCH8, (32, 64), (4, 8)),
 ])
 def test_pixel_shapes(config, size, grid):
   enc = networks.PixelEncoder(**config)
@@ -106,6 +108,17 @@ def test_pixel_shapes(config, size, grid):
   assert latent.shape == (B, *grid, 4)
   out = jax.eval_shape(lambda z: dec.init_with_output(_key(), z)[0], latent)
   assert out.shape == (B, *size, 3)
+
+
+def test_space_to_depth_inverts_and_keeps_patches_whole():
+  x = jnp.arange(2 * 8 * 12 * 3, dtype=jnp.float32).reshape(2, 8, 12, 3)
+  folded = networks.space_to_depth(x, 4)
+  assert folded.shape == (2, 2, 3, 48)
+  # Cell (1, 2) holds the 4x4 pixel patch at rows 4:8, cols 8:12.
+  np.testing.assert_array_equal(folded[0, 1, 2],
+                                x[0, 4:8, 8:12].reshape(-1))
+  np.testing.assert_array_equal(networks.depth_to_space(folded, 4), x)
+  assert networks.space_to_depth(x, 1) is x
 
 
 @pytest.mark.parametrize("name", MODULE_NAMES)

@@ -150,6 +150,19 @@ def test_previous_stage_is_copied_into_the_dual_codebook():
   assert len(copied) == 2
 
 
+def test_bad_input_init_from_with_another_codebook_size():
+  fresh = {"quantizer": {"codebook": jnp.zeros((8, 2))},
+           "pixel_decoder": {"k": jnp.zeros((3, 6))}}
+  previous = {"quantizer": {"codebook": np.ones((4, 2))},
+              "pixel_decoder": {"k": np.ones((3, 3))}}  # widened: fine
+  with pytest.raises(ValueError, match=r"1 parameters of the previous stage "
+                     r"have other shapes \(\['quantizer'\]\['codebook'\]: "
+                     r"previous \(4, 2\) vs this \(8, 2\)\); a later stage "
+                     r"must keep the tokenizer's codebook_size"):
+    tokenizer_trainer.merge_previous_stage(fresh, previous, semantic_dim=3,
+                                           use_semantic=False)
+
+
 def test_decoder_stage_trains_only_the_pixel_decoder():
   config = load_config("tokenizer", "mu")
   params = {"tokenizer": {"pixel_decoder": {"w": jnp.ones(3)},
