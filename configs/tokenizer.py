@@ -116,6 +116,9 @@ def _base() -> ml_collections.ConfigDict:
   c.codes.ema_decay = 0.99
   c.codes.dead_threshold = 0.03  # x uniform frequency
   c.codes.restart_every_steps = 100  # 0 = never
+  # Autoencoder warm-up: the decoder reads the continuous latent for this
+  # many steps, then every code is seeded from residuals (0 = off).
+  c.codes.autoencoder_steps = 0
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 3e-4

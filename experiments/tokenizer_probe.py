@@ -192,7 +192,7 @@ def main(argv):
   for i in range(steps):
     x = jnp.asarray(train_x[rng.integers(0, len(train_x), BATCH)])
     if warm and i == warm:
-      params = seed_codebook(params, x, jax.random.fold_in(key, -1))
+      params = seed_codebook(params, x, jax.random.fold_in(key, steps + 1))
       sums = (jnp.ones((num_codes,)), _unbox(params["quantizer"]["codebook"]))
     params, opt_state, use, sums, loss, psnr = step(
         params, opt_state, use, sums, x, jax.random.fold_in(key, i), i,

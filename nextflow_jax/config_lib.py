@@ -350,6 +350,12 @@ def _validate_tokenizer(config) -> None:
       not tok.get("use_entropy_loss")):
     raise ConfigError("loss.entropy_weight", config.loss.entropy_weight,
                       "has no effect unless tokenizer.use_entropy_loss=True.")
+  if "codes" in config and config.codes.get("autoencoder_steps", 0) and (
+      config.codes.autoencoder_steps < 0 or config.get("stage") == "decoder"):
+    raise ConfigError("codes.autoencoder_steps",
+                      config.codes.autoencoder_steps,
+                      "must be >= 0, and 0 in the decoder stage (its encoder "
+                      "and codebook are frozen).")
   if "codes" in config and not 0.0 <= config.codes.ema_decay < 1.0:
     raise ConfigError("codes.ema_decay", config.codes.ema_decay,
                       "must be in [0, 1).")

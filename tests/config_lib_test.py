@@ -125,6 +125,8 @@ def test_workdir_that_cannot_be_created(tmp_path):
     ("tokenizer.scale_drop_prob", 1.5, r"must be in \[0, 1\]"),
     ("loss.entropy_weight", 0.1, r"unless tokenizer.use_entropy_loss=True"),
     ("codes.ema_decay", 1.0, r"must be in \[0, 1\)"),
+    ("codes.autoencoder_steps", -3, r"must be >= 0, and 0 in the decoder "
+     r"stage"),
     ("eval.batch_size", 6, r"multiple of the data-parallel size 4"),
     ("train.eval_every_steps", 0, r"must be a positive integer"),
     ("init_from", "/nonexistent", r"must be the --workdir of a previous "

@@ -211,6 +211,23 @@ class VisionTokenizer(nn.Module):
           jnp.float32)
     return out
 
+  def autoencode(self, images: jax.Array) -> dict[str, jax.Array]:
+    """The networks without the quantiser (the autoencoder warm-up).
+
+    Returns:
+      `latent` (B, h, w, D) continuous, `recon` (B, H, W, 3) decoded from it,
+      and `semantic` (B, h, w, semantic_out_dim) with the semantic branch.
+    """
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f"images have shape {images.shape}; expected "
+                       "(B, H, W, 3) in [-1, 1].")
+    latent = self.encode_latent(images)
+    out = {"latent": latent,
+           "recon": self.decode_latent(latent).astype(jnp.float32)}
+    if self.use_semantic:
+      out["semantic"] = self.decode_semantic(latent).astype(jnp.float32)
+    return out
+
   def encode(self, images: jax.Array,
              schedule: Schedule) -> list[jax.Array]:
     """(B, H, W, 3) -> per-scale top-1 indices [(B, h_k, w_k) int32]."""

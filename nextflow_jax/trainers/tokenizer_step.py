@@ -5,7 +5,8 @@
 `trainers/tokenizer.py` builds these from the config and runs the loop; tests
 call them directly. Loss (each weight in `LossWeights`):
 
-  recon (L1/L2) + codebook + commit (+ entropy)
+  recon (L1/L2) + codebook + commit (+ entropy; these three are 0 in the
+  autoencoder warm-up, `quantize=False`)
   + semantic (contrastive with a caption encoder, or cosine to a frozen
     teacher's features; see `tokenizer/losses.py`)
   + with `use_gan`: discriminator feature matching (the perceptual term) +
@@ -66,18 +67,26 @@ def make_train_step(model: model_lib.VisionTokenizer,
                     schedule: quantizer_lib.Schedule, weights: LossWeights,
                     tx: optax.GradientTransformation,
                     disc_tx: optax.GradientTransformation, *, use_gan: bool,
-                    scale_dropout: bool = True):
+                    scale_dropout: bool = True, quantize: bool = True):
   """Pure `(state, batch, rng) -> (state, metrics)`.
 
-  `use_gan` (discriminator terms on) and `scale_dropout` (off when only the
-  decoder trains: it must see the latents of inference) are static.
-  Dead-code restarts run when `weights.restart_every_steps` > 0.
+  `use_gan` (discriminator terms on), `scale_dropout` (off when only the
+  decoder trains: it must see the latents of inference) and `quantize` (off
+  in the autoencoder warm-up: the decoder reads the continuous latent, the
+  codebook neither learns nor restarts) are static. Dead-code restarts run
+  when `weights.restart_every_steps` > 0.
   """
 
   def generator_loss(params, disc_params, batch, rng):
     images = batch["image"]
-    out = model.apply({"params": params["tokenizer"]}, images, schedule,
-                      train=scale_dropout, rngs={"dropout": rng})
+    if quantize:
+      out = model.apply({"params": params["tokenizer"]}, images, schedule,
+                        train=scale_dropout, rngs={"dropout": rng})
+    else:
+      out = model.apply({"params": params["tokenizer"]}, images,
+                        method=model.autoencode)
+      zero = jnp.zeros((), jnp.float32)
+      out.update(codebook_loss=zero, commit_loss=zero, entropy_loss=zero)
     terms = {
         "recon": losses.reconstruction_loss(out["recon"], images,
                                             weights.recon_kind),
@@ -129,6 +138,15 @@ def make_train_step(model: model_lib.VisionTokenizer,
                                                  disc_params)
       disc_params = optax.apply_updates(disc_params, d_updates)
     # Codebook health: EMA of use frequency, periodic dead-code restarts.
+    if not quantize:
+      metrics_out = {f"loss/{k}": v for k, v in terms.items()}
+      metrics_out.update({
+          "loss/total": total, "grad_norm": optax.tree.norm(grads),
+          "train/psnr": jnp.mean(reconstruction.psnr(out["recon"],
+                                                     batch["image"]))})
+      return state.replace(step=state.step + 1, params=params,
+                           opt_state=opt_state, disc_params=disc_params,
+                           disc_opt_state=disc_opt_state), metrics_out
     counts = out["code_counts"]
     freq = counts / jnp.maximum(counts.sum(), 1.0) * counts.shape[0]
     code_ema = weights.ema_decay * state.code_ema + (
@@ -163,6 +181,29 @@ def make_train_step(model: model_lib.VisionTokenizer,
     return new_state, metrics_out
 
   return step
+
+
+def make_seed_codebook(model: model_lib.VisionTokenizer,
+                       schedule: quantizer_lib.Schedule,
+                       dead_threshold: float):
+  """Pure `(state, batch, rng) -> state`: the end of the autoencoder
+  warm-up. Every code becomes a distinct residual that the quantiser meets
+  on this batch (k-means-style seeding: `restart_dead_codes` with every code
+  dead), so quantisation starts from codes that fit the trained latent
+  instead of the random init; use counts restart at the dead threshold."""
+
+  def seed(state: TrainState, batch, rng):
+    params = state.params
+    out = model.apply({"params": params["tokenizer"]}, batch["image"],
+                      schedule)
+    codebook = params["tokenizer"]["quantizer"]["codebook"]
+    new_codebook, code_ema, _ = quantizer_lib.restart_dead_codes(
+        codebook, jnp.zeros_like(state.code_ema), out["residual_rows"], rng,
+        dead_threshold)
+    return state.replace(params=_replace_codebook(params, new_codebook),
+                         code_ema=code_ema)
+
+  return seed
 
 
 def _replace_codebook(params, codebook):

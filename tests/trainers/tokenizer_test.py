@@ -20,6 +20,7 @@ from nextflow_jax import sharding
 from nextflow_jax import trainers
 from nextflow_jax import workdirs
 from nextflow_jax.data import sources
+from nextflow_jax.tokenizer import model as tokenizer_model
 from nextflow_jax.tokenizer import networks
 from nextflow_jax.trainers import extract
 from nextflow_jax.trainers import tokenizer as tokenizer_trainer
@@ -51,7 +52,8 @@ def mu_config(tfds_dir, **overrides):
 @pytest.fixture(scope="module")
 def trained(tfds_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("tok"))
-  config = mu_config(tfds_dir)
+  # Three autoencoder warm-up steps, then the codebook is seeded.
+  config = mu_config(tfds_dir, **{"codes.autoencoder_steps": 3})
   trainers.validate(config, workdir)
   report = tokenizer_trainer.run(config, workdir)
   return workdir, config, report
@@ -65,6 +67,11 @@ def test_short_run_lowers_the_loss_and_writes_outputs(trained):
   scalars = metrics.read_scalars(workdir)
   assert "loss/gan_d" in scalars and "loss/perceptual" in scalars  # GAN on
   assert scalars["loss/gan_d"][0][0] == 6  # from gan_start_step on
+  # The warm-up: no quantiser terms in steps 1-3, quantised from step 4 on.
+  codebook = dict(scalars["loss/codebook"])
+  assert [codebook[s] for s in (1, 2, 3)] == [0.0, 0.0, 0.0]
+  assert all(codebook[s] > 0 for s in range(4, 11))
+  assert min(s for s, _ in scalars["codes/batch_perplexity"]) == 4
   assert report["steps"] == 10
   ev = report["eval"]
   assert set(ev) == {"shapes/32px", "twemoji/32px", "all"}
@@ -132,6 +139,32 @@ def test_extraction_matches_the_tokenizer(trained, tfds_dir, tmp_path):
   changed = np.mean([np.mean(r["image.inputs"] != r["image.targets"])
                      for r in by_id.values()])
   assert changed == pytest.approx(0.6, abs=0.05)
+
+
+def test_seeding_makes_every_code_a_residual_of_the_batch():
+  model = tokenizer_model.VisionTokenizer(
+      codebook_size=16, channels=8, channel_mults=(1, 2), num_res_blocks=1,
+      attention=False, num_groups=4, patch_size=4, use_semantic=False)
+  schedule = ((1, 1), (2, 2), (4, 4))
+  images = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3),
+                              minval=-1, maxval=1)
+  params = nn.unbox(model.init({"params": jax.random.key(1),
+                                "dropout": jax.random.key(2)}, images,
+                               schedule)["params"])
+  state = tokenizer_step.TrainState(
+      step=jnp.zeros((), jnp.int32), params={"tokenizer": params},
+      opt_state=None, disc_params=None, disc_opt_state=None,
+      code_ema=jnp.full((16,), 5.0))
+  seed = tokenizer_step.make_seed_codebook(model, schedule, 0.03)
+  seeded = seed(state, {"image": images}, jax.random.key(3))
+  rows = np.asarray(model.apply({"params": params}, images,
+                                schedule)["residual_rows"])
+  codebook = np.asarray(seeded.params["tokenizer"]["quantizer"]["codebook"])
+  matches = [int(np.argmin(np.abs(rows - c).sum(-1))) for c in codebook]
+  for code, row in zip(codebook, matches):
+    np.testing.assert_allclose(code, rows[row], rtol=1e-6)
+  assert len(set(matches)) == 16  # distinct rows (2 * 21 of them)
+  np.testing.assert_allclose(seeded.code_ema, 0.03, rtol=1e-6)
 
 
 def test_previous_stage_is_copied_into_the_dual_codebook():
