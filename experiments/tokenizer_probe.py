@@ -30,7 +30,8 @@ the continuous latent), warm (train this many steps as an autoencoder, then
 make every code a residual of one batch and quantise from there), eval
 (steps between evaluations, 400).
 Appends one JSON line per evaluation to
-experiments/results/tokenizer_probe.jsonl (with the machine).
+experiments/results/tokenizer_probe.jsonl (with the machine) and writes a
+grid of 16 held-out images over their reconstructions next to it.
 """
 
 import functools
@@ -43,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -226,6 +228,16 @@ def main(argv):
           flush=True)
     with open(RESULTS, "a") as f:
       f.write(json.dumps(row) + "\n")
+    # 16 held-out renders over their reconstructions, 4x nearest upscale.
+    grid = np.concatenate([np.concatenate(list(test_x[:16]), 1),
+                           np.concatenate(list(recs[:16]), 1)], 0)
+    pixels = ((grid + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    name = "_".join([variant] + [f"{k}{v}" for k, v in sorted(opts.items())
+                                 if k != "eval"] + [str(i + 1)])
+    Image.fromarray(pixels).resize((pixels.shape[1] * 4, pixels.shape[0] * 4),
+                                   Image.NEAREST).save(os.path.join(
+                                       os.path.dirname(RESULTS),
+                                       f"tokenizer_probe_{name}.png"))
 
 
 if __name__ == "__main__":

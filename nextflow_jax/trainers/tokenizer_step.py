@@ -137,43 +137,37 @@ def make_train_step(model: model_lib.VisionTokenizer,
       d_updates, disc_opt_state = disc_tx.update(d_grads, disc_opt_state,
                                                  disc_params)
       disc_params = optax.apply_updates(disc_params, d_updates)
-    # Codebook health: EMA of use frequency, periodic dead-code restarts.
-    if not quantize:
-      metrics_out = {f"loss/{k}": v for k, v in terms.items()}
-      metrics_out.update({
-          "loss/total": total, "grad_norm": optax.tree.norm(grads),
-          "train/psnr": jnp.mean(reconstruction.psnr(out["recon"],
-                                                     batch["image"]))})
-      return state.replace(step=state.step + 1, params=params,
-                           opt_state=opt_state, disc_params=disc_params,
-                           disc_opt_state=disc_opt_state), metrics_out
-    counts = out["code_counts"]
-    freq = counts / jnp.maximum(counts.sum(), 1.0) * counts.shape[0]
-    code_ema = weights.ema_decay * state.code_ema + (
-        1.0 - weights.ema_decay) * freq
-    num_restarted = jnp.zeros((), jnp.int32)
-    if weights.restart_every_steps:
-      codebook = params["tokenizer"]["quantizer"]["codebook"]
-      new_codebook, new_ema, restarted = quantizer_lib.restart_dead_codes(
-          codebook, code_ema, out["residual_rows"], r_restart,
-          weights.dead_threshold)
-      due = (state.step + 1) % weights.restart_every_steps == 0
-      params = _replace_codebook(params, jnp.where(due, new_codebook,
-                                                   codebook))
-      code_ema = jnp.where(due, new_ema, code_ema)
-      num_restarted = jnp.where(due, restarted, 0).astype(jnp.int32)
     metrics_out = {f"loss/{k}": v for k, v in terms.items()}
     metrics_out.update({
         "loss/total": total,
         "grad_norm": optax.tree.norm(grads),
-        "codes/usage_ema": quantizer_lib.codebook_usage(
-            code_ema, weights.dead_threshold),
-        "codes/batch_perplexity": quantizer_lib.perplexity(counts),
-        "codes/restarted": num_restarted,
         # With scale dropout on, this is lower than the eval PSNR.
         "train/psnr": jnp.mean(reconstruction.psnr(out["recon"],
                                                    batch["image"])),
     })
+    code_ema = state.code_ema
+    if quantize:  # Codebook health: use EMA, periodic dead-code restarts.
+      counts = out["code_counts"]
+      freq = counts / jnp.maximum(counts.sum(), 1.0) * counts.shape[0]
+      code_ema = weights.ema_decay * code_ema + (
+          1.0 - weights.ema_decay) * freq
+      num_restarted = jnp.zeros((), jnp.int32)
+      if weights.restart_every_steps:
+        codebook = params["tokenizer"]["quantizer"]["codebook"]
+        new_codebook, new_ema, restarted = quantizer_lib.restart_dead_codes(
+            codebook, code_ema, out["residual_rows"], r_restart,
+            weights.dead_threshold)
+        due = (state.step + 1) % weights.restart_every_steps == 0
+        params = _replace_codebook(params, jnp.where(due, new_codebook,
+                                                     codebook))
+        code_ema = jnp.where(due, new_ema, code_ema)
+        num_restarted = jnp.where(due, restarted, 0).astype(jnp.int32)
+      metrics_out.update({
+          "codes/usage_ema": quantizer_lib.codebook_usage(
+              code_ema, weights.dead_threshold),
+          "codes/batch_perplexity": quantizer_lib.perplexity(counts),
+          "codes/restarted": num_restarted,
+      })
     new_state = state.replace(step=state.step + 1, params=params,
                               opt_state=opt_state, disc_params=disc_params,
                               disc_opt_state=disc_opt_state,
