@@ -60,6 +60,17 @@ def test_robust_to_blur_and_jpeg(scenes, blur, jpeg, floor):
   assert result["overall"] >= floor, result
 
 
+def test_small_images_exact_and_robust_to_blur():
+  """At 32 px a shape is 8-16 px wide: thresholded outlines of a blurred
+  cross and a blurred diamond are the same blob (the detector without the
+  blurred templates scored 0.50 here), and 8 px crosses are 2 px thick."""
+  rng = np.random.default_rng(11)
+  small = [shapes.sample_scene(rng, 32) for _ in range(40)]
+  assert geneval.score_scenes(renders(small), small)["overall"] == 1.0
+  result = geneval.score_scenes(renders(small, blur=1.0), small)
+  assert result["overall"] >= 0.9, result
+
+
 def test_blank_and_recoloured_images_score_zero(scenes):
   blank = [np.full((SIZE, SIZE, 3), 255, np.uint8)] * len(scenes)
   assert geneval.score_scenes(blank, scenes)["overall"] == 0.0
