@@ -63,7 +63,13 @@ def _cpu(c):
   del c  # The base is the CPU demo.
 
 
-PRESETS = {"mu": _mu, "cpu": _cpu}
+def _shapes32(c):
+  """Codes for the shapes32 recipe (experiments/shapes_pipeline.py)."""
+  c.data.sources = ("shapes/32px",)
+  c.extract.image_fields = ("image", "edited_image")
+
+
+PRESETS = {"mu": _mu, "cpu": _cpu, "shapes32": _shapes32}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

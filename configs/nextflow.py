@@ -175,7 +175,19 @@ def _7b(c):
   _qwen(c, layers=28, width=3584, heads=28, kv_heads=4, mlp=18944)
 
 
-PRESETS = {"mu": _mu, "cpu": _cpu, "1b": _1b, "7b": _7b}
+def _shapes32(c):
+  """The shapes32 recipe's model (experiments/shapes_pipeline.py): the cpu
+  model on 32 px shapes codes, t2i-heavy, half of the t2i prompts in the
+  GenEval categories' wording."""
+  c.data.tasks = ("t2i", "caption", "vqa")
+  c.data.task_weights = (4.0, 1.0, 1.0)
+  c.data.prompt_variants = 0.5
+  c.train.num_steps = 2500
+  c.train.eval_every_steps = 500
+
+
+PRESETS = {"mu": _mu, "cpu": _cpu, "shapes32": _shapes32, "1b": _1b,
+           "7b": _7b}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

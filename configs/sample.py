@@ -31,7 +31,9 @@ def _base() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.trainer = "sample"
   c.sample = ml_collections.ConfigDict()
-  c.sample.model_workdir = ""  # required: --workdir of configs/nextflow.py
+  # required: --workdir of configs/nextflow.py, or a model bundle folder
+  # (e.g. pretrained/shapes-cpu)
+  c.sample.model_workdir = ""
   c.sample.tokenizer_workdir = ""  # "" = the one the model's codes name
   c.sample.step = -1  # -1 = latest checkpoint
   c.sample.tasks = ("t2i", "edit", "caption", "vqa")  # + video, interleaved

@@ -113,7 +113,10 @@ def _base() -> ml_collections.ConfigDict:
   c.loss.semantic_weight = 0.1
 
   c.codes = ml_collections.ConfigDict()
-  c.codes.ema_decay = 0.99
+  c.codes.ema_decay = 0.99  # use frequency (and k-means codebook) EMA
+  # "gradient": the codebook loss trains the codebook; "kmeans": each code
+  # is the EMA mean of the residuals it quantised (no codebook loss).
+  c.codes.codebook_update = "gradient"
   c.codes.dead_threshold = 0.03  # x uniform frequency
   c.codes.restart_every_steps = 100  # 0 = never
   # Autoencoder warm-up: the decoder reads the continuous latent for this
@@ -238,7 +241,31 @@ def _256(c):
   c.train.eval_every_steps = 5000
 
 
-PRESETS = {"mu": _mu, "cpu": _cpu, "cpu_pixel": _cpu_pixel, "256": _256}
+def _shapes32(c):
+  """The shapes32 recipe's tokenizer (experiments/shapes_pipeline.py):
+  32 px shapes, pixel branch, 4x downsampling by a space-to-depth stem (the
+  same 8x8 grid and 155 tokens as 64 px at 8x), plain L2 codes learned by
+  k-means after an autoencoder warm-up (experiments/README.md)."""
+  _cpu_pixel(c)
+  c.data.sources = ("shapes/32px",)
+  c.data.weights = (1.0,)
+  c.data.image_size = 32
+  c.tokenizer.patch_size = 2
+  c.tokenizer.channel_mults = (1, 2)
+  c.tokenizer.channels = 64
+  c.tokenizer.normalize = False
+  c.tokenizer.scale_drop_prob = 0.0
+  c.codes.codebook_update = "kmeans"
+  c.codes.autoencoder_steps = 600
+  c.loss.gan_start_step = 1_000_000  # no GAN
+  c.optim.lr = 1e-3
+  c.train.num_steps = 4000
+  c.train.max_minutes = 0.0
+  c.train.eval_every_steps = 1000
+
+
+PRESETS = {"mu": _mu, "cpu": _cpu, "cpu_pixel": _cpu_pixel,
+           "shapes32": _shapes32, "256": _256}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

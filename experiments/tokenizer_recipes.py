@@ -52,6 +52,11 @@ RECIPES = {
     "p4_plain": ("optim.lr=1e-3", "tokenizer.normalize=False") + P4,
     # 32 px, 4x: the same 8x8 final grid, each token covers 4x4 pixels.
     "p2_32px": ("optim.lr=1e-3",) + P2_32,
+    # The probe's winner in the trainer: 600 autoencoder steps, codebook
+    # seeded from residuals, then k-means (EMA) codes on plain L2.
+    "p2_32px_kmeans": ("optim.lr=1e-3", "tokenizer.normalize=False",
+                       "codes.codebook_update=kmeans",
+                       "codes.autoencoder_steps=600") + P2_32,
 }
 
 _RECIPES = flags.DEFINE_list("recipes", ["base"], f"From {sorted(RECIPES)}.")

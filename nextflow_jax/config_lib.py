@@ -356,6 +356,12 @@ def _validate_tokenizer(config) -> None:
                       config.codes.autoencoder_steps,
                       "must be >= 0, and 0 in the decoder stage (its encoder "
                       "and codebook are frozen).")
+  if "codes" in config and config.codes.get("codebook_update",
+                                             "gradient") not in (
+                                                 "gradient", "kmeans"):
+    raise ConfigError("codes.codebook_update", config.codes.codebook_update,
+                      "choose 'gradient' (codebook loss) or 'kmeans' (EMA "
+                      "means of the residuals).")
   if "codes" in config and not 0.0 <= config.codes.ema_decay < 1.0:
     raise ConfigError("codes.ema_decay", config.codes.ema_decay,
                       "must be in [0, 1).")

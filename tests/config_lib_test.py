@@ -125,6 +125,8 @@ def test_workdir_that_cannot_be_created(tmp_path):
     ("tokenizer.scale_drop_prob", 1.5, r"must be in \[0, 1\]"),
     ("loss.entropy_weight", 0.1, r"unless tokenizer.use_entropy_loss=True"),
     ("codes.ema_decay", 1.0, r"must be in \[0, 1\)"),
+    ("codes.codebook_update", "ema", r"choose 'gradient' \(codebook loss\) "
+     r"or 'kmeans'"),
     ("codes.autoencoder_steps", -3, r"must be >= 0, and 0 in the decoder "
      r"stage"),
     ("eval.batch_size", 6, r"multiple of the data-parallel size 4"),
@@ -233,6 +235,18 @@ def test_bad_input_sampling_values(arg, key, match, tmp_path):
   with pytest.raises(config_lib.ConfigError, match=match) as e:
     trainers.validate(config, str(tmp_path / "out"))
   assert key in str(e.value)
+
+
+def test_bad_input_sampling_model_is_neither_workdir_nor_bundle(tmp_path):
+  (tmp_path / "empty").mkdir()
+  config = sample_config(f"mu,sample.model_workdir={tmp_path}/empty")
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"sample.model_workdir.*or a model bundle"):
+    trainers.validate(config, str(tmp_path / "out"))
+  (tmp_path / "bundle").mkdir()
+  (tmp_path / "bundle" / "bundle.json").write_text("{}")
+  config.sample.model_workdir = str(tmp_path / "bundle")
+  trainers.validate(config, str(tmp_path / "out"))
 
 
 def test_sampling_overrides_round_trip_into_the_dataclass():

@@ -713,7 +713,8 @@ def _main(argv: Sequence[str]) -> None:
         batch_size=values.batch_size, out_dir=values.out)
     if values.understanding:
       result["understanding"] = evaluate_understanding(
-          gen, held_out_examples(values.understanding),
+          gen, held_out_examples(values.understanding,
+                                 f"{gen.image_size[0]}px"),
           batch_size=values.batch_size)
       with open(os.path.join(values.out, "geneval.json"), "w") as f:
         json.dump(result, f, indent=2)

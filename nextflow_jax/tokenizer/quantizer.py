@@ -413,6 +413,47 @@ def perplexity(counts: jax.Array) -> jax.Array:
   return jnp.exp(-jnp.sum(p * jnp.log(p + 1e-12)))
 
 
+def kmeans_update(codebook: jax.Array, code_sum: jax.Array,
+                  code_ema: jax.Array, residual_rows: jax.Array,
+                  indices: Sequence[jax.Array], keep: jax.Array,
+                  decay: float) -> tuple[jax.Array, jax.Array]:
+  """One k-means (EMA) step of the codebook, instead of the codebook loss.
+
+  Each code moves to the running mean of the residuals it quantised (VQ-VAE-2
+  / SoundStream EMA codebooks): `code_sum` is an EMA, with the same `decay`
+  and normalisation as the use frequency `code_ema` (already updated with
+  this batch's counts), of the sum of the residual rows each code took; the
+  code is `code_sum / code_ema`. Codes this batch (and the recent past) did
+  not use keep their row.
+
+  Args:
+    codebook: (K, D) current codebook.
+    code_sum: (K, D) running sum of assigned residuals, frequency-scaled.
+    code_ema: (K,) use frequency after this batch's update (1.0 = uniform).
+    residual_rows: (N, D) the residuals that were quantised, scale by scale
+      (the quantiser's `residual_rows`).
+    indices: per-scale (B, h_k, w_k) codes, in the same order as the rows.
+    keep: (B, num_scales) scale mask (a dropped scale's codes count 0).
+    decay: EMA decay.
+
+  Returns:
+    (new codebook, new code_sum).
+  """
+  num_codes = codebook.shape[0]
+  assign = jnp.concatenate([i.reshape(-1) for i in indices])
+  weights = jnp.concatenate([
+      jnp.broadcast_to(keep[:, k, None, None], i.shape).reshape(-1)
+      for k, i in enumerate(indices)])
+  sums = jax.ops.segment_sum(residual_rows.astype(jnp.float32) *
+                             weights[:, None], assign, num_codes)
+  scale = num_codes / jnp.maximum(jnp.sum(weights), 1.0)
+  code_sum = decay * code_sum + (1.0 - decay) * sums * scale
+  used = (code_ema > 1e-6)[:, None]
+  new_codebook = jnp.where(used, code_sum / jnp.where(used, code_ema[:, None],
+                                                      1.0), codebook)
+  return new_codebook.astype(codebook.dtype), code_sum
+
+
 def restart_dead_codes(codebook: jax.Array, ema_counts: jax.Array,
                        candidates: jax.Array, rng: jax.Array,
                        threshold: float

@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Sampling job (`config.trainer = "sample"`): PNGs from a trained model.
 
-Loads a pretraining workdir with `sampling.generator.Generator` and runs
-each task of `sample.tasks`, writing into the workdir:
+Loads a pretraining workdir or a model bundle (`bundle.py`, e.g.
+`pretrained/shapes-cpu`) with `sampling.generator.Generator` and runs each
+task of `sample.tasks`, writing into the workdir:
 
   sampling.json            every sampling knob (regenerate any image)
   <task>/grid.png          images with their prompts written under them
@@ -14,8 +15,10 @@ each task of `sample.tasks`, writing into the workdir:
 Inputs: `sample.prompts` / `image_files` / `instructions` / `questions`,
 or else the first `num_examples` records of the model's evaluation code
 split (their captions, edit instructions, questions, and their images
-decoded from the stored codes). Image files are resized to the model's
-image size.
+decoded from the stored codes); a bundle has no code split, so its default
+inputs are held-out shapes scenes of its image size
+(`shapes_geneval.held_out_examples`). Image files are resized to the
+model's image size.
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ import ml_collections
 import numpy as np
 from PIL import Image as PILImage
 
+from nextflow_jax import bundle
 from nextflow_jax import checkpoint
 from nextflow_jax import config_lib
 from nextflow_jax import metrics
 from nextflow_jax import scales
 from nextflow_jax import workdirs
+from nextflow_jax.evals import shapes_geneval
 from nextflow_jax.sampling import config as sampling_config
 from nextflow_jax.sampling import generator as generator_lib
 
@@ -78,12 +83,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     config_lib.ConfigError: naming the key, the value and what is allowed.
   """
   sample = config.sample
-  if not sample.model_workdir or not os.path.isdir(
-      os.path.join(sample.model_workdir, "checkpoints")):
+  if not sample.model_workdir or not (
+      os.path.isdir(os.path.join(sample.model_workdir, "checkpoints")) or
+      _is_bundle(sample.model_workdir)):
     raise config_lib.ConfigError(
         "sample.model_workdir", sample.model_workdir,
-        "give the --workdir of a pretrained model (it must hold "
-        "checkpoints/).")
+        "give the --workdir of a pretrained model (it holds checkpoints/) "
+        "or a model bundle (it holds bundle.json).")
   unknown = [t for t in sample.tasks if t not in TASKS]
   if unknown or not sample.tasks:
     raise config_lib.ConfigError("sample.tasks", list(sample.tasks),
@@ -110,9 +116,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     raise ValueError(f"sample.tasks has {unknown}; choose from {TASKS}.")
   knobs = from_config_dict(s.sampling)
   os.makedirs(workdir, exist_ok=True)
-  gen = generator_lib.Generator.from_workdir(
-      s.model_workdir, step=None if s.step < 0 else s.step,
-      tokenizer_workdir=s.tokenizer_workdir, max_prompt_len=s.max_prompt_len)
+  if _is_bundle(s.model_workdir):
+    gen = generator_lib.Generator.from_pretrained(
+        s.model_workdir, max_prompt_len=s.max_prompt_len)
+  else:
+    gen = generator_lib.Generator.from_workdir(
+        s.model_workdir, step=None if s.step < 0 else s.step,
+        tokenizer_workdir=s.tokenizer_workdir,
+        max_prompt_len=s.max_prompt_len)
   with open(os.path.join(workdir, sampling_config.FILE_NAME), "w") as f:
     f.write(knobs.to_json())
   examples = _eval_examples(s, gen)
@@ -137,8 +148,25 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 # ----------------------------------------------------------------- inputs
 
 
+def _is_bundle(folder: str) -> bool:
+  return os.path.exists(os.path.join(folder, bundle.CONFIG_FILE))
+
+
 def _eval_examples(s, gen) -> list[dict[str, Any]]:
-  """The first records of the model's eval code split, images decoded."""
+  """The first records of the model's eval code split, images decoded (of
+  a bundle: held-out shapes scenes of its image size)."""
+  if _is_bundle(s.model_workdir):
+    if gen.image_size[0] != gen.image_size[1] or gen.image_size[0] not in (
+        32, 64):
+      if s.prompts or s.image_files:
+        return []
+      raise ValueError(
+          f"{s.model_workdir} is a bundle of {gen.image_size} images, which "
+          "has no shapes scenes to take default inputs from; pass "
+          "sample.prompts (and sample.image_files for image tasks).")
+    return [dict(e, pixels=e["image"]) for e in
+            shapes_geneval.held_out_examples(s.num_examples,
+                                             f"{gen.image_size[0]}px")]
   saved = ml_collections.ConfigDict(_saved_config(s.model_workdir))
   sources, _ = workdirs.open_code_sources(saved.data.codes_dir, s.split)
   examples = []
@@ -166,6 +194,8 @@ def _saved_config(workdir: str) -> dict:
 
 
 def _images(s, gen, examples) -> np.ndarray:
+  if not s.image_files and not examples:
+    raise ValueError("this task needs input images: pass sample.image_files.")
   if not s.image_files:
     return np.stack([e["pixels"] for e in examples])
   h, w = gen.image_size

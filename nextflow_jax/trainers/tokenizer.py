@@ -23,6 +23,9 @@ Resume order: the workdir's latest checkpoint (state + data position) >
 Codebook health: an EMA of per-code use frequency (1.0 = uniform); every
 `codes.restart_every_steps` steps, codes below `codes.dead_threshold` are
 restarted from latents of the batch.
+Codebook learning (`codes.codebook_update`): "gradient" (the codebook loss,
+VAR / TokenFlow) or "kmeans" (each code follows the EMA mean of the
+residuals it quantised, decay `codes.ema_decay`; VQ-VAE-2 / SoundStream).
 Autoencoder warm-up (`codes.autoencoder_steps`, 0 = off): for that many
 steps the decoder reads the continuous latent (no quantiser, no codebook
 terms); then every code is seeded from the residuals of one batch and
@@ -211,7 +214,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         step=jnp.zeros((), jnp.int32), params=params,
         opt_state=tx.init(params), disc_params=disc_params,
         disc_opt_state=disc_tx.init(disc_params),
-        code_ema=jnp.ones((model.codebook_size,), jnp.float32))
+        code_ema=jnp.ones((model.codebook_size,), jnp.float32),
+        code_sum=jnp.asarray(nn.unbox(
+            params["tokenizer"]["quantizer"]["codebook"]), jnp.float32))
 
   state, state_shardings = common.init_sharded(
       init_state, jax.random.key(config.seed), mesh, rules)
@@ -243,7 +248,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       raise ValueError(f"config.init_from={config.init_from!r}: no parameter "
                        "matches this tokenizer; is it a tokenizer workdir?")
     merged = jax.device_put(merged, state_shardings.params["tokenizer"])
-    state = state.replace(params={**state.params, "tokenizer": merged})
+    params = {**state.params, "tokenizer": merged}
+    state = state.replace(params=params, code_sum=tokenizer_step.kmeans_sums(
+        params, state.code_ema))
     logging.info("init_from %s: copied %d tensors", config.init_from,
                  len(copied))
 
@@ -254,6 +261,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       entropy=config.loss.entropy_weight,
       semantic=config.loss.semantic_weight, ema_decay=config.codes.ema_decay,
       dead_threshold=config.codes.dead_threshold,
+      codebook_update=config.codes.codebook_update,
       # The decoder stage keeps the codebook of the joint stage as it is.
       restart_every_steps=(config.codes.restart_every_steps
                            if config.stage != "decoder" else 0))

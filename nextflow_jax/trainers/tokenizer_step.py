@@ -6,7 +6,9 @@
 call them directly. Loss (each weight in `LossWeights`):
 
   recon (L1/L2) + codebook + commit (+ entropy; these three are 0 in the
-  autoencoder warm-up, `quantize=False`)
+  autoencoder warm-up, `quantize=False`; with `codebook_update="kmeans"`
+  the codebook term is left out and each code follows the EMA mean of the
+  residuals it quantised, `quantizer.kmeans_update`)
   + semantic (contrastive with a caption encoder, or cosine to a frozen
     teacher's features; see `tokenizer/losses.py`)
   + with `use_gan`: discriminator feature matching (the perceptual term) +
@@ -43,6 +45,9 @@ class TrainState:
   disc_params: Any
   disc_opt_state: Any
   code_ema: jax.Array  # (K,) use frequency, 1.0 = uniform
+  # (K, D) EMA of the residuals each code took, scaled like `code_ema`; the
+  # codebook itself with `codebook_update="kmeans"` (code_sum / code_ema).
+  code_sum: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +63,7 @@ class LossWeights:
   ema_decay: float
   dead_threshold: float
   restart_every_steps: int
+  codebook_update: str = "gradient"  # or "kmeans"
 
 
 def make_train_step(model: model_lib.VisionTokenizer,
@@ -92,8 +98,10 @@ def make_train_step(model: model_lib.VisionTokenizer,
                                             weights.recon_kind),
         "codebook": out["codebook_loss"], "commit": out["commit_loss"],
         "entropy": out["entropy_loss"]}
+    codebook_term = (terms["codebook"] if weights.codebook_update ==
+                     "gradient" else 0.0)
     total = (weights.recon * terms["recon"] + weights.codebook *
-             (terms["codebook"] + terms["commit"]) +
+             (codebook_term + terms["commit"]) +
              weights.entropy * terms["entropy"])
     if text_encoder is not None:
       text = text_encoder.apply({"params": params["text_encoder"]},
@@ -145,12 +153,18 @@ def make_train_step(model: model_lib.VisionTokenizer,
         "train/psnr": jnp.mean(reconstruction.psnr(out["recon"],
                                                    batch["image"])),
     })
-    code_ema = state.code_ema
+    code_ema, code_sum = state.code_ema, state.code_sum
     if quantize:  # Codebook health: use EMA, periodic dead-code restarts.
       counts = out["code_counts"]
       freq = counts / jnp.maximum(counts.sum(), 1.0) * counts.shape[0]
       code_ema = weights.ema_decay * code_ema + (
           1.0 - weights.ema_decay) * freq
+      if weights.codebook_update == "kmeans":
+        new_codebook, code_sum = quantizer_lib.kmeans_update(
+            params["tokenizer"]["quantizer"]["codebook"], code_sum, code_ema,
+            out["residual_rows"], out["indices"], out["keep"],
+            weights.ema_decay)
+        params = _replace_codebook(params, new_codebook)
       num_restarted = jnp.zeros((), jnp.int32)
       if weights.restart_every_steps:
         codebook = params["tokenizer"]["quantizer"]["codebook"]
@@ -162,6 +176,8 @@ def make_train_step(model: model_lib.VisionTokenizer,
                                                      codebook))
         code_ema = jnp.where(due, new_ema, code_ema)
         num_restarted = jnp.where(due, restarted, 0).astype(jnp.int32)
+      if weights.codebook_update == "kmeans":  # Sums agree with the rows.
+        code_sum = kmeans_sums(params, code_ema)
       metrics_out.update({
           "codes/usage_ema": quantizer_lib.codebook_usage(
               code_ema, weights.dead_threshold),
@@ -171,7 +187,7 @@ def make_train_step(model: model_lib.VisionTokenizer,
     new_state = state.replace(step=state.step + 1, params=params,
                               opt_state=opt_state, disc_params=disc_params,
                               disc_opt_state=disc_opt_state,
-                              code_ema=code_ema)
+                              code_ema=code_ema, code_sum=code_sum)
     return new_state, metrics_out
 
   return step
@@ -194,10 +210,17 @@ def make_seed_codebook(model: model_lib.VisionTokenizer,
     new_codebook, code_ema, _ = quantizer_lib.restart_dead_codes(
         codebook, jnp.zeros_like(state.code_ema), out["residual_rows"], rng,
         dead_threshold)
-    return state.replace(params=_replace_codebook(params, new_codebook),
-                         code_ema=code_ema)
+    params = _replace_codebook(params, new_codebook)
+    return state.replace(params=params, code_ema=code_ema,
+                         code_sum=kmeans_sums(params, code_ema))
 
   return seed
+
+
+def kmeans_sums(params, code_ema):
+  """`code_sum` for which code_sum / code_ema is the current codebook."""
+  codebook = params["tokenizer"]["quantizer"]["codebook"]
+  return codebook.astype(jnp.float32) * code_ema[:, None]
 
 
 def _replace_codebook(params, codebook):

@@ -232,6 +232,25 @@ def test_usage_perplexity_and_dead_code_restart():
   np.testing.assert_array_equal(new_counts, [10.0, 1.0, 10.0, 1.0])
 
 
+def test_kmeans_update_moves_codes_to_the_mean_of_their_residuals():
+  codebook = jnp.zeros((3, 2))
+  # Two scales: (1, 1) and (1, 2) for one image; code 2 is never used.
+  indices = [jnp.array([[[0]]]), jnp.array([[[0, 1]]])]
+  rows = jnp.array([[1.0, 2.0], [3.0, 4.0], [5.0, -1.0]])
+  keep = jnp.ones((1, 2))
+  counts = jnp.array([2.0, 1.0, 0.0])
+  code_ema = counts / 3 * 3  # decay 0: this batch's frequency
+  new, code_sum = q.kmeans_update(codebook + 9.0, jnp.zeros((3, 2)),
+                                  code_ema, rows, indices, keep, 0.0)
+  np.testing.assert_allclose(new, [[2.0, 3.0], [5.0, -1.0], [9.0, 9.0]])
+  np.testing.assert_allclose(code_sum[:2] / code_ema[:2, None], new[:2])
+  # A dropped scale's codes do not count (code 0 took only row 0).
+  new, _ = q.kmeans_update(codebook, jnp.zeros((3, 2)),
+                           jnp.array([3.0, 0.0, 0.0]), rows, indices,
+                           jnp.array([[1.0, 0.0]]), 0.0)
+  np.testing.assert_allclose(new[0], [1.0, 2.0])
+
+
 def test_losses_average_the_partial_sums(latent):
   """VAR form: codebook loss = mean over k of mse(F_k, f)."""
   model = make()

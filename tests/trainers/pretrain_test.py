@@ -2,6 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Pretraining on extracted codes: loss falls, resume is exact, raster order."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -306,5 +307,19 @@ def test_a_bundle_moves_and_samples_like_its_workdir(model_dir, tok_dir,
   got = gen.text_to_image(prompts, knobs)
   np.testing.assert_array_equal(got.pixels, want.pixels)
   assert bundle.read_config(str(moved))["provenance"]["step"] == "latest"
+  # The sampling job takes the bundle; its default inputs are held-out
+  # shapes scenes of the bundle's image size.
+  from nextflow_jax.evals import shapes_geneval  # pylint: disable=g-import-not-at-top
+  from nextflow_jax.trainers import sample  # pylint: disable=g-import-not-at-top
+  job = load_config("sample", "mu,sample.tasks=t2i;vqa")
+  job.sample.model_workdir = str(moved)
+  sample.check_config(job)
+  report = sample.run(job, str(tmp_path / "samples"))
+  assert set(report["seconds"]) == {"t2i", "vqa"}
+  held_out = shapes_geneval.held_out_examples(job.sample.num_examples, "32px")
+  with open(tmp_path / "samples" / "t2i" / "results.json") as f:
+    assert [r["prompt"] for r in json.load(f)] == [e["caption"]
+                                                   for e in held_out]
+  assert (tmp_path / "samples" / "vqa" / "grid.png").exists()
   with pytest.raises(FileNotFoundError, match=r"is not a model bundle"):
     generator_lib.Generator.from_pretrained(str(tmp_path))

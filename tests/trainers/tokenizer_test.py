@@ -22,6 +22,7 @@ from nextflow_jax import workdirs
 from nextflow_jax.data import sources
 from nextflow_jax.tokenizer import model as tokenizer_model
 from nextflow_jax.tokenizer import networks
+from nextflow_jax.tokenizer import quantizer
 from nextflow_jax.trainers import extract
 from nextflow_jax.trainers import tokenizer as tokenizer_trainer
 from nextflow_jax.trainers import tokenizer_step
@@ -154,7 +155,7 @@ def test_seeding_makes_every_code_a_residual_of_the_batch():
   state = tokenizer_step.TrainState(
       step=jnp.zeros((), jnp.int32), params={"tokenizer": params},
       opt_state=None, disc_params=None, disc_opt_state=None,
-      code_ema=jnp.full((16,), 5.0))
+      code_ema=jnp.full((16,), 5.0), code_sum=jnp.zeros((16, 8)))
   seed = tokenizer_step.make_seed_codebook(model, schedule, 0.03)
   seeded = seed(state, {"image": images}, jax.random.key(3))
   rows = np.asarray(model.apply({"params": params}, images,
@@ -165,6 +166,45 @@ def test_seeding_makes_every_code_a_residual_of_the_batch():
     np.testing.assert_allclose(code, rows[row], rtol=1e-6)
   assert len(set(matches)) == 16  # distinct rows (2 * 21 of them)
   np.testing.assert_allclose(seeded.code_ema, 0.03, rtol=1e-6)
+  np.testing.assert_allclose(seeded.code_sum, codebook * 0.03, rtol=1e-6)
+
+
+def test_kmeans_codebook_follows_the_residuals_not_the_gradient():
+  model = tokenizer_model.VisionTokenizer(
+      codebook_size=16, channels=8, channel_mults=(1, 2), num_res_blocks=1,
+      attention=False, num_groups=4, patch_size=4, use_semantic=False,
+      normalize=False)
+  schedule = ((1, 1), (2, 2), (4, 4))
+  images = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3),
+                              minval=-1, maxval=1)
+  params = {"tokenizer": nn.unbox(model.init(
+      {"params": jax.random.key(1), "dropout": jax.random.key(2)}, images,
+      schedule)["params"])}
+  weights = tokenizer_step.LossWeights(
+      recon_kind="l1", recon=1.0, perceptual=0.0, gan=0.0, codebook=1.0,
+      entropy=0.0, semantic=0.0, ema_decay=0.5, dead_threshold=0.0,
+      restart_every_steps=0, codebook_update="kmeans")
+  tx = optax.adam(1e-3)
+  codebook = params["tokenizer"]["quantizer"]["codebook"]
+  state = tokenizer_step.TrainState(
+      step=jnp.zeros((), jnp.int32), params=params,
+      opt_state=tx.init(params), disc_params={}, disc_opt_state=(),
+      code_ema=jnp.ones((16,)), code_sum=codebook)
+  step = tokenizer_step.make_train_step(
+      model, None, None, None, schedule, weights, tx, tx, use_gan=False,
+      scale_dropout=False)
+  new_state, metrics_out = jax.jit(step)(state, {"image": images},
+                                         jax.random.key(3))
+  out = model.apply({"params": params["tokenizer"]}, images, schedule)
+  expected, _ = quantizer.kmeans_update(
+      codebook, codebook, new_state.code_ema, out["residual_rows"],
+      out["indices"], out["keep"], 0.5)
+  new_codebook = new_state.params["tokenizer"]["quantizer"]["codebook"]
+  np.testing.assert_allclose(new_codebook, expected, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(new_codebook, codebook)
+  # The codebook loss is reported but not optimised.
+  total = metrics_out["loss/recon"] + metrics_out["loss/commit"]
+  np.testing.assert_allclose(metrics_out["loss/total"], total, rtol=1e-6)
 
 
 def test_previous_stage_is_copied_into_the_dual_codebook():
