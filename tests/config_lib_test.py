@@ -33,6 +33,10 @@ def test_every_preset_loads_and_validates(name, preset, tmp_path):
   if "sample" in config:  # Needs a pretrained model's workdir.
     (tmp_path / "model" / "checkpoints").mkdir(parents=True)
     config.sample.model_workdir = str(tmp_path / "model")
+  if config.get("trainer") == "grpo":  # Needs a model to start from.
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "bundle.json").write_text("{}")
+    config.model = str(tmp_path / "bundle")
   if "codes_dir" in config.get("data", {}):  # Needs an extraction's workdir.
     (tmp_path / "codes" / "codes").mkdir(parents=True)
     config.data.codes_dir = str(tmp_path / "codes")

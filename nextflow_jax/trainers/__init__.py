@@ -25,6 +25,7 @@ TRAINERS = {
     "extract": "nextflow_jax.trainers.extract",
     "pretrain": "nextflow_jax.trainers.pretrain",
     "sample": "nextflow_jax.trainers.sample",
+    "grpo": "nextflow_jax.trainers.grpo",
 }
 
 
