@@ -66,7 +66,7 @@ def _cpu(c):
 def _shapes32(c):
   """Codes for the shapes32 recipe (experiments/shapes_pipeline.py)."""
   c.data.sources = ("shapes/32px",)
-  c.extract.image_fields = ("image", "edited_image")
+  c.extract.image_fields = ("image",)  # its tasks: t2i, caption, vqa
 
 
 PRESETS = {"mu": _mu, "cpu": _cpu, "shapes32": _shapes32}

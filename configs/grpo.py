@@ -43,9 +43,10 @@ def _base() -> ml_collections.ConfigDict:
   c.grpo.rewards = ("shapes_geneval",)
   c.grpo.reward_weights = (1.0,)
   # Rollout sampling; the ratio uses the unguided, unfiltered policy at
-  # this temperature, so guidance 1 and top_k 0 keep rollouts on policy.
+  # this temperature, so guidance 0 and top_k 0 keep rollouts on policy
+  # (guidance w: cond + w * (cond - uncond), VAR's linear ramp).
   c.grpo.temperature = 1.0
-  c.grpo.guidance = 1.0
+  c.grpo.guidance = 0.0
   c.grpo.top_k = 0
   c.grpo.max_prompt_len = 24  # text tokens
 

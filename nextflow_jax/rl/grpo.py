@@ -26,7 +26,7 @@ Choices where the sources are silent (each a knob of `configs/grpo.py`):
   * The ratio and KL use the policy's conditional distribution at the
     rollout temperature, without classifier-free guidance or top-k/top-p
     filtering: rollouts sample from the same distribution when
-    `grpo.guidance = 1` and no filter is set (on policy, as VAR-RL trains
+    `grpo.guidance = 0` and no filter is set (on policy, as VAR-RL trains
     "without CFG"); with guidance or filters the samples come from a
     sharpened distribution and the update is off policy by that much.
   * KL estimator: k3 = exp(q) - q - 1 with q = log pi_ref - log pi_theta

@@ -128,11 +128,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if g.inner_steps < 1:
     raise config_lib.ConfigError("grpo.inner_steps", g.inner_steps,
                                  "must be >= 1.")
-  if g.temperature <= 0 or g.guidance < 1.0 or g.top_k < 0:
+  if g.temperature <= 0:
+    raise config_lib.ConfigError("grpo.temperature", g.temperature,
+                                 "must be > 0.")
+  if g.guidance < 0 or g.top_k < 0:
     raise config_lib.ConfigError(
-        "grpo.temperature", (g.temperature, g.guidance, g.top_k),
-        "temperature must be > 0, guidance >= 1 (1 = off) and top_k >= 0 "
-        "(0 = off).")
+        "grpo.guidance", (g.guidance, g.top_k),
+        "guidance and top_k must be >= 0 (0 = off).")
   try:
     rewards_lib.combined(tuple(g.rewards), tuple(g.reward_weights))
   except ValueError as e:
