@@ -65,7 +65,7 @@ def _cpu(c):
 
 def _shapes32(c):
   """Codes for the shapes32 recipe (experiments/shapes_pipeline.py)."""
-  c.data.sources = ("shapes/32px",)
+  c.data.sources = ("shapes/32px_8k",)
   c.extract.image_fields = ("image",)  # its tasks: t2i, caption, vqa
 
 

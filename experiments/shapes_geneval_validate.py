@@ -5,7 +5,7 @@ ceilings.
 
   # the evaluator on renders, blurred / JPEG renders, and on wrong images
   # (blank; every colour, or every shape, changed) of the held-out
-  # shapes/64px scenes (--image_size=32: of shapes/32px):
+  # shapes/64px scenes (--image_size=32: of shapes/32px_8k):
   python experiments/shapes_geneval_validate.py
   # plus the ceiling of tokenizers: shapes-GenEval of their reconstructions
   # of the same held-out images (no generator can beat it):
@@ -101,7 +101,8 @@ def tokenizer_ceiling(workdir: str, scenes, renders) -> dict:
 
 def main(argv):
   del argv
-  config = shapes.builder_config(f"{_SIZE.value}px")
+  config = shapes.builder_config(shapes_geneval.held_out_dataset(
+      int(_SIZE.value)))
   scenes = shapes.split_scenes(config, "test")[:_NUM.value]
   images = [shapes.render(s) for s in scenes]
   results = {}

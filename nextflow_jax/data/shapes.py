@@ -900,7 +900,8 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
   """Colored shapes with captions, questions, edits and motion clips.
 
   Generated locally (no download). Configs: "32px" (512 train / 64 test,
-  4 frames; unit tests) and "64px" (8000 / 500, 8 frames; demo); any
+  4 frames; unit tests), "32px_8k" (8000 / 500, 4 frames; 32 px recipes) and
+  "64px" (8000 / 500, 8 frames; demo); any
   `ShapesConfig` may be passed as `config`. Splits "train" and "test" share no
   scene. Features, with S = image_size and T = num_frames:
     image, edited_image: uint8 (S, S, 3), PNG-encoded.
@@ -923,6 +924,14 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
           image_size=32,
           num_train=512,
           num_test=64,
+          num_frames=4,
+      ),
+      ShapesConfig(
+          name="32px_8k",
+          description="32x32 images, 8000 train / 500 test (32 px recipes).",
+          image_size=32,
+          num_train=8000,
+          num_test=500,
           num_frames=4,
       ),
       ShapesConfig(
@@ -1009,7 +1018,7 @@ def split_scenes(config: ShapesConfig, split: str) -> list[Scene]:
 
 
 def builder_config(name: str) -> ShapesConfig:
-  """The `Shapes` config of that name ("32px", "64px")."""
+  """The `Shapes` config of that name ("32px", "32px_8k", "64px")."""
   configs = {c.name: c for c in Shapes.BUILDER_CONFIGS}
   if name not in configs:
     raise ValueError(f"shapes has configs {sorted(configs)}, not {name!r}.")

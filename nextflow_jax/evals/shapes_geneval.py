@@ -606,6 +606,19 @@ def evaluate_generator(gen: Any, prompts: Sequence[dict[str, Any]], *,
   return result
 
 
+# The shapes config whose test split holds the held-out scenes of a size:
+# the largest one (32 px recipes train on 32px_8k).
+HELD_OUT_DATASETS = {32: "32px_8k", 64: "64px"}
+
+
+def held_out_dataset(image_size: int) -> str:
+  """The shapes config of held-out scenes for `image_size` px models."""
+  if image_size not in HELD_OUT_DATASETS:
+    raise ValueError(f"shapes has held-out scenes of {sorted(HELD_OUT_DATASETS)}"
+                     f" px, not {image_size} px.")
+  return HELD_OUT_DATASETS[image_size]
+
+
 def held_out_examples(num: int, dataset: str = "64px") -> list[dict]:
   """The first `num` records of the shapes test split, regenerated (no data
   folder needed): images as uint8 arrays, scenes as `Scene`s."""
@@ -714,7 +727,7 @@ def _main(argv: Sequence[str]) -> None:
     if values.understanding:
       result["understanding"] = evaluate_understanding(
           gen, held_out_examples(values.understanding,
-                                 f"{gen.image_size[0]}px"),
+                                 held_out_dataset(gen.image_size[0])),
           batch_size=values.batch_size)
       with open(os.path.join(values.out, "geneval.json"), "w") as f:
         json.dump(result, f, indent=2)

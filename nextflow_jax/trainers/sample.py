@@ -157,7 +157,7 @@ def _eval_examples(s, gen) -> list[dict[str, Any]]:
   a bundle: held-out shapes scenes of its image size)."""
   if _is_bundle(s.model_workdir):
     if gen.image_size[0] != gen.image_size[1] or gen.image_size[0] not in (
-        32, 64):
+        shapes_geneval.HELD_OUT_DATASETS):
       if s.prompts or s.image_files:
         return []
       raise ValueError(
@@ -165,8 +165,9 @@ def _eval_examples(s, gen) -> list[dict[str, Any]]:
           "has no shapes scenes to take default inputs from; pass "
           "sample.prompts (and sample.image_files for image tasks).")
     return [dict(e, pixels=e["image"]) for e in
-            shapes_geneval.held_out_examples(s.num_examples,
-                                             f"{gen.image_size[0]}px")]
+            shapes_geneval.held_out_examples(
+                s.num_examples,
+                shapes_geneval.held_out_dataset(gen.image_size[0]))]
   saved = ml_collections.ConfigDict(_saved_config(s.model_workdir))
   sources, _ = workdirs.open_code_sources(saved.data.codes_dir, s.split)
   examples = []

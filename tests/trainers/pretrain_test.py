@@ -316,7 +316,8 @@ def test_a_bundle_moves_and_samples_like_its_workdir(model_dir, tok_dir,
   sample.check_config(job)
   report = sample.run(job, str(tmp_path / "samples"))
   assert set(report["seconds"]) == {"t2i", "vqa"}
-  held_out = shapes_geneval.held_out_examples(job.sample.num_examples, "32px")
+  held_out = shapes_geneval.held_out_examples(job.sample.num_examples,
+                                              "32px_8k")
   with open(tmp_path / "samples" / "t2i" / "results.json") as f:
     assert [r["prompt"] for r in json.load(f)] == [e["caption"]
                                                    for e in held_out]
