@@ -12,8 +12,12 @@ Runs the four stages of a named recipe, each the library's own command
   2. `configs/extract.py:<recipe>`    -> RUNS/codes
   3. `configs/nextflow.py:<recipe>`   -> RUNS/nextflow
   4. `python -m nextflow_jax.evals.shapes_geneval --model=RUNS/nextflow`
-     on the held-out prompts (4 images each), plus captions, VQA and edits
-     of `--understanding` held-out images -> RUNS/geneval
+     on the whole prompt set (4 images per prompt; GenEval's overall needs
+     all six categories, and the grammar is small enough that most short
+     prompts are training captions too), plus captions, VQA and edits of
+     `--understanding` held-out images -> RUNS/geneval; then on the
+     held-out prompts alone (colour attribution and full captions that no
+     training caption states) -> RUNS/geneval_heldout
 
 A stage whose output exists is not run again (delete its folder to redo
 it), so a stopped pipeline picks up where it was; the trainers resume from
@@ -88,6 +92,7 @@ def main(argv):
   tok = _TOKENIZER.value or os.path.join(runs, "tokenizer")
   codes, model = os.path.join(runs, "codes"), os.path.join(runs, "nextflow")
   out = os.path.join(runs, "geneval")
+  out_heldout = os.path.join(runs, "geneval_heldout")
   minutes = {}
   if not _TOKENIZER.value:
     minutes["tokenizer"] = _run("tokenizer", _main_job(
@@ -103,12 +108,19 @@ def main(argv):
                              os.path.join(model, "pretrain_report.json"))
   minutes["geneval"] = _run("geneval", [
       sys.executable, "-m", "nextflow_jax.evals.shapes_geneval",
-      f"--model={model}", f"--out={out}", "--split=heldout",
+      f"--model={model}", f"--out={out}", "--split=all",
       f"--guidance={_GUIDANCE.value}",
       f"--understanding={_UNDERSTANDING.value}"],
                             os.path.join(out, "geneval.json"))
+  minutes["geneval_heldout"] = _run("geneval_heldout", [
+      sys.executable, "-m", "nextflow_jax.evals.shapes_geneval",
+      f"--model={model}", f"--out={out_heldout}", "--split=heldout",
+      f"--guidance={_GUIDANCE.value}"],
+                                    os.path.join(out_heldout, "geneval.json"))
   with open(os.path.join(out, "geneval.json")) as f:
     scores = json.load(f)
+  with open(os.path.join(out_heldout, "geneval.json")) as f:
+    heldout = json.load(f)
   understanding = {k: v for k, v in scores.get("understanding", {}).items()
                    if k != "rows"}
   result = {
@@ -117,7 +129,9 @@ def main(argv):
       "tokenizer_workdir": tok, "minutes": minutes,
       "tokenizer_eval": _last_eval(tok),
       "geneval_overall": scores["overall"],
-      "geneval": scores["categories"], "understanding": understanding}
+      "geneval": scores["categories"],
+      "correct_images": scores["correct_images"],
+      "heldout_prompts": heldout["categories"], "understanding": understanding}
   print(json.dumps({k: v for k, v in result.items()
                     if k != "tokenizer_eval"}, indent=2))
   print("wrote", common.write_result(f"shapes_pipeline_{_RECIPE.value}",
