@@ -232,6 +232,10 @@ def sample_config(arg="mu"):
     ("sample.sampling.guidance_schedule=cosine", "sample.sampling",
      "guidance_schedule='cosine'"),
     ("sample.tasks=t2i;paint", "sample.tasks", "choose from"),
+    ("sample.sampling.aspect_ratio=16:9", "sample.sampling.aspect_ratio",
+     "not in the paper's table"),
+    ("sample.sampling.resolution=300,sample.sampling.aspect_ratio=1:1",
+     "sample.sampling.resolution", "not a level of the paper's schedules"),
 ])
 def test_bad_input_sampling_values(arg, key, match, tmp_path):
   (tmp_path / "model" / "checkpoints").mkdir(parents=True)

@@ -104,6 +104,11 @@ class SamplingConfig:
     if self.text_max_new_tokens < 1:
       raise ValueError(f"text_max_new_tokens={self.text_max_new_tokens} must "
                        "be positive.")
+    if self.aspect_ratio:  # Checked now, not after a model has loaded.
+      scales.paper_schedule(self.aspect_ratio, self.resolution)
+    elif self.schedule:
+      scales.validate_schedule(scales.parse_schedule(self.schedule),
+                               name="sampling schedule")
 
   # ---------------------------------------------------------- per scale
 
