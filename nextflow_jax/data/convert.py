@@ -58,7 +58,7 @@ def read_captions(input_dir: str) -> list[tuple[str, str]]:
   if not images:
     raise ValueError(f"{input_dir} contains no images (looked for "
                      f"{', '.join(IMAGE_EXTENSIONS)}).")
-  captions = {}
+  captions, where = {}, {}
   jsonl = os.path.join(input_dir, CAPTIONS_JSONL)
   if os.path.exists(jsonl):
     with open(jsonl, encoding="utf-8") as f:
@@ -74,7 +74,13 @@ def read_captions(input_dir: str) -> list[tuple[str, str]]:
         if name not in images:
           raise ValueError(f"{jsonl}:{lineno}: caption for {name!r}, which is "
                            f"not an image in {input_dir}.")
-        captions[name] = text
+        if text is None:
+          raise ValueError(f"{jsonl}:{lineno}: the line for {name!r} has no "
+                           "'caption' (or 'text') field.")
+        if not isinstance(text, str):
+          raise ValueError(f"{jsonl}:{lineno}: the caption of {name!r} is a "
+                           f"{type(text).__name__}, not a string.")
+        captions[name], where[name] = text, f"{jsonl}:{lineno}"
   pairs = []
   for name in images:
     if name not in captions:
@@ -84,10 +90,11 @@ def read_captions(input_dir: str) -> list[tuple[str, str]]:
                          f"{os.path.basename(txt)} or a line in "
                          f"{CAPTIONS_JSONL}.")
       with open(txt, encoding="utf-8") as f:
-        captions[name] = f.read()
+        captions[name], where[name] = f.read(), txt
     text = captions[name]
-    if not isinstance(text, str) or not text.strip():
-      raise ValueError(f"{os.path.join(input_dir, name)} has an empty caption.")
+    if not text.strip():
+      raise ValueError(f"{os.path.join(input_dir, name)} has an empty caption "
+                       f"(in {where[name]}); write its caption there.")
     pairs.append((os.path.join(input_dir, name), " ".join(text.split())))
   return pairs
 

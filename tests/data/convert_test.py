@@ -81,7 +81,13 @@ def test_resize_and_mode_conversion(tmp_path):
 @pytest.mark.parametrize("setup,match", [
     ("empty", r"contains no images"),
     ("no_caption", r"img0.png has no caption: add img0.txt"),
-    ("empty_caption", r"img0.png has an empty caption"),
+    ("empty_caption", r"img0.png has an empty caption \(in .*img0.txt\)"),
+    ("jsonl_empty_caption", r"img0.png has an empty caption "
+     r"\(in .*captions.jsonl:1\)"),
+    ("jsonl_no_caption", r"captions.jsonl:1: the line for 'img0.png' has no "
+     r"'caption'"),
+    ("jsonl_number_caption", r"captions.jsonl:1: the caption of 'img0.png' "
+     r"is a int, not a string"),
     ("corrupt", r"img1.png is not a readable image"),
     ("bad_jsonl", r"captions.jsonl:1: expected a JSON object"),
     ("jsonl_unknown_file", r"caption for 'ghost.png', which is not an image"),
@@ -100,6 +106,12 @@ def test_bad_input_fails_clearly_and_leaves_nothing(tmp_path, setup, match):
     (src / "img1.png").write_bytes(b"not a png at all")
   elif setup == "bad_jsonl":
     (src / "captions.jsonl").write_text("{not json\n")
+  elif setup == "jsonl_empty_caption":
+    (src / "captions.jsonl").write_text('{"file": "img0.png", "caption": ""}')
+  elif setup == "jsonl_no_caption":
+    (src / "captions.jsonl").write_text('{"file": "img0.png"}')
+  elif setup == "jsonl_number_caption":
+    (src / "captions.jsonl").write_text('{"file": "img0.png", "caption": 7}')
   elif setup == "jsonl_unknown_file":
     (src / "captions.jsonl").write_text('{"file": "ghost.png", "caption": "x"}')
   with pytest.raises(ValueError, match=match):
