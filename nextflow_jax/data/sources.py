@@ -176,7 +176,10 @@ class ArrayRecordSource:
     if missing:
       raise FileNotFoundError(f"{folder}/manifest.json lists shards that do "
                               f"not exist: {missing}.")
-    self._source = grain.sources.ArrayRecordDataSource(paths)
+    try:
+      self._source = grain.sources.ArrayRecordDataSource(paths)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(_unreadable_shards(folder, paths, e)) from e
     if len(self._source) != manifest["num_records"]:
       raise ValueError(f"{folder}: shards hold {len(self._source)} records but "
                        f"the manifest says {manifest['num_records']}.")
@@ -199,6 +202,23 @@ class ArrayRecordSource:
 
   def __repr__(self) -> str:
     return f"ArrayRecordSource({self.name!r}, {len(self)} records)"
+
+
+def _unreadable_shards(folder: str, paths: list[str], error: Exception) -> str:
+  """Which shards of a folder ArrayRecord cannot open, and why."""
+  import grain  # pylint: disable=g-import-not-at-top
+  bad = []
+  for path in paths:
+    try:
+      grain.sources.ArrayRecordDataSource([path])
+    except Exception as e:  # pylint: disable=broad-except
+      reason = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+      bad.append(f"{os.path.basename(path)} ({reason[:200]})")
+  if not bad:
+    return f"{folder}: the shards do not open together ({error})."
+  return (f"{folder}: unreadable shard(s), truncated or not ArrayRecord: "
+          f"{', '.join(bad)}; write the folder again (the converter or the "
+          "extraction that made it).")
 
 
 def decode_image(data: bytes, rid: str) -> np.ndarray:

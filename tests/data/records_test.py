@@ -33,3 +33,18 @@ def test_manifest_is_required(tmp_path):
     records.read_manifest(str(tmp_path))
   records.write_manifest(str(tmp_path), ["a"], 3, ["image"])
   assert records.read_manifest(str(tmp_path))["num_records"] == 3
+
+
+def test_bad_input_truncated_shard_is_named(tmp_path):
+  from nextflow_jax.data import sources  # pylint: disable=g-import-not-at-top
+  folder = str(tmp_path / "shards")
+  with records.ShardedWriter(folder, num_shards=2, prefix="data") as writer:
+    for i in range(40):
+      writer.write({"caption": "x" * 200, "index": np.int32(i)})
+  shard = sorted(p for p in (tmp_path / "shards").iterdir()
+                 if p.name.startswith("data"))[-1]
+  with open(shard, "r+b") as f:
+    f.truncate(shard.stat().st_size // 2)
+  with pytest.raises(ValueError, match=rf"unreadable shard\(s\), truncated "
+                     rf"or not ArrayRecord: {shard.name} "):
+    sources.ArrayRecordSource(folder)
