@@ -3,6 +3,7 @@
 """Tokenizer trainer and code extraction on the `mu` preset (32 px)."""
 
 import os
+import shutil
 
 import flax.linen as nn
 import jax
@@ -94,6 +95,28 @@ def test_resume_continues_from_the_checkpoint(trained, tfds_dir):
   assert report["steps"] == 12
   steps = [s for s, _ in metrics.read_scalars(workdir)["loss/recon"]]
   assert steps.count(11) == 1 and steps.count(12) == 1 and 10 in steps
+
+
+def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(
+    trained, tfds_dir, tmp_path):
+  """The newest step was cut short (disk full): the trainer moves it aside,
+  resumes from the step before and trains the lost steps again."""
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(trained[0], workdir)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  steps = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
+  newest, before = steps[-1], steps[-2]
+  sharding_file = os.path.join(ckpt_dir, str(newest), "state", "_sharding")
+  with open(sharding_file, "rb") as f:
+    head = f.read()[:40]
+  with open(sharding_file, "wb") as f:
+    f.write(head)
+  report = tokenizer_trainer.run(mu_config(tfds_dir, **{
+      "train.num_steps": newest}), workdir)
+  assert report["steps"] == newest
+  assert os.path.isdir(os.path.join(ckpt_dir, f"{newest}.unreadable"))
+  logged = [s for s, _ in metrics.read_scalars(workdir)["loss/recon"]]
+  assert logged.count(before + 1) == 2  # trained again after the fallback
 
 
 def test_checkpoint_of_another_config_is_refused(trained, tfds_dir):
