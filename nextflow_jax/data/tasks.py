@@ -147,6 +147,8 @@ class TaskBuilder:
       return record["caption"]
     variants = grammar.scene_prompts(shapes.Scene.from_json(record["scene"]))
     categories = sorted(set(variants) - {grammar.FULL})
+    if not categories:  # e.g. "two red circles left of a blue square"
+      return record["caption"]
     return variants[categories[int(rng.integers(len(categories)))]]
 
 

@@ -164,17 +164,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                      "of the joint stage.")
   train_sources = common.open_sources(config.data, config.data.split)
   eval_sources = common.open_sources(config.data, config.data.eval_split)
-  # Captions are only needed by the contrastive objective.
-  text_tok = None
+  # The text tokenizer is trained here for the jobs that read this workdir
+  # (extraction and pretraining take it from here); captions feed this
+  # trainer only with the contrastive objective.
+  text_tok, _ = common.ensure_text_tokenizer(workdir, train_sources,
+                                             config.text)
   keep = "'image'"
   spec = config.data.transforms
+  tok_path = None
   if objective == "contrastive":
-    text_tok, _ = common.ensure_text_tokenizer(workdir, train_sources,
-                                               config.text)
     spec += "|tokenize(max_len={max_text_len})"
     keep += ",'tokens','tokens_mask'"
+    tok_path = text_tok.source
   transform_spec = f"{spec}|keep({keep})"
-  tok_path = text_tok.source if text_tok else None
   size = config.data.image_size
   disc = networks.PatchDiscriminator(channels=config.disc.channels,
                                      num_layers=config.disc.num_layers,

@@ -160,3 +160,14 @@ def test_prompt_variants_draw_category_prompts_of_the_scene(builder):
   no_scene = {k: v for k, v in record.items() if k != "scene"}
   assert always._t2i_caption(no_scene, np.random.default_rng(0)) == (  # pylint: disable=protected-access
       record["caption"])
+  # A scene that only a full caption states ("two red circles left of a
+  # blue square") keeps its caption.
+  groups = shapes.Scene("black", (
+      shapes.ShapeObject("circle", "red", (2, 2, 12, 12)),
+      shapes.ShapeObject("circle", "red", (20, 2, 30, 12)),
+      shapes.ShapeObject("square", "blue", (10, 40, 20, 50))), 64)
+  assert set(shapes_grammar.scene_prompts(groups)) == {"full"}
+  only_full = dict(RECORD, scene=groups.to_json(),
+                   caption=shapes.caption(groups))
+  assert always._t2i_caption(only_full, np.random.default_rng(0)) == (  # pylint: disable=protected-access
+      only_full["caption"])
