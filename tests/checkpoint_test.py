@@ -165,3 +165,45 @@ def test_unreadable_newest_step_falls_back_to_the_previous_one(tmp_path):
   reader.wait()
   assert reader.all_steps() == [1, 2]
   reader.close()
+
+
+_KILLED_WRITER = """
+import sys, time
+import jax.numpy as jnp
+from nextflow_jax import checkpoint
+ckpt = checkpoint.Checkpointer(sys.argv[1])
+ckpt.save(1, {"w": jnp.full((4096, 4096), 1.0)})
+ckpt.wait()
+ckpt.save(2, {"w": jnp.full((4096, 4096), 2.0)})  # asynchronous
+print("saving", flush=True)
+time.sleep(60)
+"""
+
+
+def test_kill_9_during_an_async_save_leaves_a_restorable_checkpoint(
+    tmp_path):
+  """A process killed (SIGKILL) while step 2 is being written: the folder
+  restores step 1 (the save was cut) or step 2 (it had finished), never a
+  half-written state."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER,
+                           str(tmp_path)], stdout=subprocess.PIPE, text=True)
+  try:
+    assert proc.stdout.readline().strip() == "saving"
+  finally:
+    proc.kill()
+    proc.wait(timeout=60)
+  target = {"w": jax.ShapeDtypeStruct((4096, 4096), jnp.float32)}
+  reader = checkpoint.Checkpointer(str(tmp_path))
+  restored, step = reader.restore(target)
+  assert step in (1, 2)
+  np.testing.assert_array_equal(np.unique(np.asarray(restored["w"])),
+                                [float(step)])
+  # The resumed run saves the next step (step 2 again when the killed save
+  # was cut) over whatever the killed one left.
+  reader.save(step + 1, {"w": jnp.full((4096, 4096), 3.0)})
+  reader.wait()
+  restored, latest = reader.restore(target)
+  assert latest == step + 1 and float(restored["w"][0, 0]) == 3.0
+  reader.close()
