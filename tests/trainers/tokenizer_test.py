@@ -119,6 +119,27 @@ def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(
   assert logged.count(before + 1) == 2  # trained again after the fallback
 
 
+def test_a_diverging_run_keeps_its_newest_checkpoint_finite(
+    trained, tfds_dir, tmp_path):
+  """A learning rate that overflows after a resume: the run stops before
+  saving non-finite parameters and names the newest (finite) checkpoint."""
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(trained[0], workdir)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  newest = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
+  diverging = mu_config(tfds_dir, **{
+      "optim.lr": 1e39, "optim.warmup_steps": 0, "eval.num_batches": 0,
+      "train.num_steps": newest + 3, "train.ckpt_every_steps": 1,
+      "train.keep_checkpoints": 1})
+  with pytest.raises(FloatingPointError, match=rf"the newest checkpoint, "
+                     rf"step {newest}, holds finite parameters"):
+    tokenizer_trainer.run(diverging, workdir)
+  ckpt = checkpoint.Checkpointer(ckpt_dir)
+  assert ckpt.latest_step() == newest
+  assert all(np.isfinite(x).all()
+             for x in jax.tree.leaves(ckpt.restore_raw()["params"]))
+
+
 def test_checkpoint_of_another_config_is_refused(trained, tfds_dir):
   workdir, _, _ = trained
   other = mu_config(tfds_dir, **{"tokenizer.codebook_size": 32,
