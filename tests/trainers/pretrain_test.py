@@ -189,6 +189,7 @@ def test_code_schedule_checks():
 
 
 def test_kill_and_resume_equals_an_uninterrupted_run(codes_dir, tmp_path):
+  """Also after the newest checkpoint turns out to be truncated."""
   straight = str(tmp_path / "straight")
   pretrain.run(mu_config(codes_dir, **{"eval.num_batches": 0}), straight)
   resumed = str(tmp_path / "resumed")
@@ -198,6 +199,21 @@ def test_kill_and_resume_equals_an_uninterrupted_run(codes_dir, tmp_path):
   a = checkpoint.Checkpointer(os.path.join(straight, "checkpoints"))
   b = checkpoint.Checkpointer(os.path.join(resumed, "checkpoints"))
   assert a.latest_step() == b.latest_step() == 6
+  jax.tree.map(np.testing.assert_array_equal, a.restore_raw()["params"],
+               b.restore_raw()["params"])
+  b.close()
+  # The newest step cut short (disk full): the rerun moves it aside, resumes
+  # from step 3 and ends with the same parameters again.
+  sharding_file = os.path.join(resumed, "checkpoints", "6", "state",
+                               "_sharding")
+  with open(sharding_file, "rb") as f:
+    head = f.read()[:40]
+  with open(sharding_file, "wb") as f:
+    f.write(head)
+  pretrain.run(mu_config(codes_dir, **{"eval.num_batches": 0}), resumed)
+  assert os.path.isdir(os.path.join(resumed, "checkpoints", "6.unreadable"))
+  b = checkpoint.Checkpointer(os.path.join(resumed, "checkpoints"))
+  assert b.latest_step() == 6
   jax.tree.map(np.testing.assert_array_equal, a.restore_raw()["params"],
                b.restore_raw()["params"])
 
