@@ -135,6 +135,7 @@ def export(trained: workdirs.TrainedModel, output: str, *,
         "tokenizer": module_to_json(trained.tokenizer),
         "schedule": scales.format_schedule(trained.schedule),
         "layout": dataclasses.asdict(trained.layout),
+        "trained_seq_len": trained.trained_seq_len,
         "stored_dtype": dtype or "as trained",
         "provenance": provenance or {},
     }
@@ -180,7 +181,8 @@ def load(folder: str) -> workdirs.TrainedModel:
       text_tokenizer=text_tokenizer_lib.TextTokenizer.load(
           os.path.join(folder, workdirs.TEXT_TOKENIZER_FILE)),
       schedule=scales.parse_schedule(config["schedule"]),
-      layout=sequences.Layout(**config["layout"]))
+      layout=sequences.Layout(**config["layout"]),
+      trained_seq_len=int(config.get("trained_seq_len", 0)))
 
 
 def read_config(folder: str) -> dict[str, Any]:

@@ -59,6 +59,8 @@ class TrainedModel:
     text_tokenizer: the sentencepiece tokenizer of the data job.
     schedule: the schedule of the codes the model trained on.
     layout: the training layout (RoPE range, interpolation, alpha, order).
+    trained_seq_len: the longest document the model trained on (positions,
+      `data.seq_len`); 0 when unknown.
   """
   model: nextflow.NextFlow
   params: Any
@@ -67,6 +69,7 @@ class TrainedModel:
   text_tokenizer: text_tokenizer_lib.TextTokenizer
   schedule: scales.Schedule
   layout: sequences.Layout
+  trained_seq_len: int = 0
 
 
 def field_names(module_cls: type) -> tuple[str, ...]:
@@ -248,4 +251,5 @@ def load_pretrain_run(workdir: str, *, step: int | None = None,
       tokenizer=tok_model, tokenizer_params=tok_params,
       text_tokenizer=load_text_tokenizer(tokenizer_workdir),
       schedule=codes_schedule or tok_schedule,
-      layout=build_layout(saved["layout"], tok_model.upsample_method))
+      layout=build_layout(saved["layout"], tok_model.upsample_method),
+      trained_seq_len=int(saved["data"].get("seq_len", 0)))

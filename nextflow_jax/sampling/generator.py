@@ -31,6 +31,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,6 +85,9 @@ class Generator:
     max_prompt_len: prompt budget in positions: prompts are left-padded to
       it and a longer prompt is an error. 0 (default): pad to the next
       multiple of `PROMPT_BUCKET`, so similar prompts share a program.
+    trained_seq_len: the longest document the model trained on (0 =
+      unknown); a prompt longer than that is sampled with a warning, since
+      the model never saw those positions.
 
   Raises:
     ValueError: the tokenizer's codebook or code width does not match the
@@ -95,7 +99,7 @@ class Generator:
                tokenizer_params: Any,
                text_tokenizer: text_tokenizer_lib.TextTokenizer,
                schedule: scales.Schedule, layout: sequences.Layout,
-               max_prompt_len: int = 0):
+               max_prompt_len: int = 0, trained_seq_len: int = 0):
     if tokenizer.codebook_size != model.codebook_size:
       raise ValueError(f"the tokenizer has {tokenizer.codebook_size} codes "
                        f"but the model was trained on {model.codebook_size}; "
@@ -115,6 +119,7 @@ class Generator:
     self.schedule = tuple(tuple(s) for s in schedule)
     self.layout = layout
     self.max_prompt_len = max_prompt_len
+    self.trained_seq_len = trained_seq_len
     self._programs: dict[tuple, Any] = {}
 
   # ------------------------------------------------------------ loading
@@ -127,7 +132,8 @@ class Generator:
                tokenizer_params=trained.tokenizer_params,
                text_tokenizer=trained.text_tokenizer,
                schedule=trained.schedule, layout=trained.layout,
-               max_prompt_len=max_prompt_len)
+               max_prompt_len=max_prompt_len,
+               trained_seq_len=trained.trained_seq_len)
 
   @classmethod
   def from_pretrained(cls, folder: str, *,
@@ -365,6 +371,13 @@ class Generator:
     docs = [sequences.build(p, self.layout,
                             codebook_size=self.model.codebook_size)
             for p in docs_parts]
+    longest = max(len(d["tokens"]) for d in docs)
+    if self.trained_seq_len and longest > self.trained_seq_len:
+      logging.warning(
+          "a prompt has %d positions, more than the %d of the longest "
+          "document this model trained on (data.seq_len); it samples "
+          "positions it never saw, so expect worse output.", longest,
+          self.trained_seq_len)
     return state_lib.stack_prompts(docs, self._prompt_len(docs))
 
   def _prompt_len(self, docs) -> int:

@@ -99,6 +99,20 @@ def test_edit_caption_answer_and_video(gen):
   assert len(video.codes) == 2 and video.codes[1][2].shape == (2, 4, 4)
 
 
+def test_a_prompt_past_the_trained_context_is_sampled_with_a_warning(
+    parts, caplog):
+  model, params, tok, tok_params, text_tok = parts
+  short = generator_lib.Generator(
+      model, params, tokenizer=tok, tokenizer_params=tok_params,
+      text_tokenizer=text_tok, schedule=SCHEDULE,
+      layout=seq.Layout(rope_range=16.0), max_prompt_len=48,
+      trained_seq_len=6)
+  with caplog.at_level("WARNING"):
+    short.text_to_image([TEXTS[0]], Config(seed=1))
+  assert "more than the 6 of the longest document this model trained on" in (
+      caplog.text)
+
+
 def test_bad_input_to_the_generator(gen, parts):
   with pytest.raises(ValueError, match="images are 16x16 but this model's "
                      "tokenizer reads 32x32 images"):

@@ -323,6 +323,8 @@ def test_a_bundle_moves_and_samples_like_its_workdir(model_dir, tok_dir,
   got = gen.text_to_image(prompts, knobs)
   np.testing.assert_array_equal(got.pixels, want.pixels)
   assert bundle.read_config(str(moved))["provenance"]["step"] == "latest"
+  assert bundle.read_config(str(moved))["trained_seq_len"] == 128  # mu
+  assert gen.trained_seq_len == 128
   # The sampling job takes the bundle; its default inputs are held-out
   # shapes scenes of the bundle's image size.
   from nextflow_jax.evals import shapes_geneval  # pylint: disable=g-import-not-at-top
