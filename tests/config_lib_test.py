@@ -245,6 +245,18 @@ def test_bad_input_sampling_values(arg, key, match, tmp_path):
   assert key in str(e.value)
 
 
+def test_bad_input_sampling_guidance_list_of_another_length(tmp_path):
+  (tmp_path / "model" / "checkpoints").mkdir(parents=True)
+  config = sample_config(f"mu,sample.model_workdir={tmp_path}/model")
+  config.sample.sampling.schedule = "1,2,4"
+  config.sample.sampling.guidance_schedule = "list"
+  config.sample.sampling.guidance_list = (1.0, 2.0)
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"sample.sampling.guidance_list.*has 2 weights but "
+                     r"the schedule has 3 scales"):
+    trainers.validate(config, str(tmp_path / "out"))
+
+
 def test_bad_input_sampling_model_is_neither_workdir_nor_bundle(tmp_path):
   (tmp_path / "empty").mkdir()
   config = sample_config(f"mu,sample.model_workdir={tmp_path}/empty")

@@ -104,11 +104,18 @@ class SamplingConfig:
     if self.text_max_new_tokens < 1:
       raise ValueError(f"text_max_new_tokens={self.text_max_new_tokens} must "
                        "be positive.")
-    if self.aspect_ratio:  # Checked now, not after a model has loaded.
-      scales.paper_schedule(self.aspect_ratio, self.resolution)
+    # Checked now, not after a model has loaded.
+    schedule = None
+    if self.aspect_ratio:
+      schedule = scales.paper_schedule(self.aspect_ratio, self.resolution)
     elif self.schedule:
-      scales.validate_schedule(scales.parse_schedule(self.schedule),
-                               name="sampling schedule")
+      schedule = scales.parse_schedule(self.schedule)
+      scales.validate_schedule(schedule, name="sampling schedule")
+    if (schedule is not None and self.guidance_schedule == "list" and
+        len(self.guidance_list) != len(schedule)):
+      raise ValueError(f"guidance_list={tuple(self.guidance_list)} has "
+                       f"{len(self.guidance_list)} weights but the schedule "
+                       f"has {len(schedule)} scales; give one per scale.")
 
   # ---------------------------------------------------------- per scale
 
