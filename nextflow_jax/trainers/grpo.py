@@ -63,6 +63,7 @@ from nextflow_jax.rl import rewards as rewards_lib
 from nextflow_jax.sampling import generator as generator_lib
 from nextflow_jax.trainers import common
 from nextflow_jax.trainers import loop
+from nextflow_jax.trainers import pretrain_step
 
 REPORT_FILE = "grpo_report.json"
 BUNDLE_DIR = "bundle"
@@ -213,7 +214,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       end_lr_ratio=config.optim.end_lr_ratio, b1=config.optim.b1,
       b2=config.optim.b2, weight_decay=config.optim.weight_decay,
       grad_clip=config.optim.grad_clip,
-      decay_names=("head", "text_head", "visual_head"))
+      decay_names=pretrain_step.DECAY_NAMES)
 
   # Policy, optimizer and reference on the mesh with the model's logical
   # shardings; the initial values are then replaced by the loaded params.
