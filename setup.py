@@ -47,6 +47,19 @@ EXTRAS = {
         "ipykernel>=7.4,<8",
         "jupytext>=1.19,<2",
     ],
+    # Reading Hugging Face checkpoints and tokenizers (convert/qwen.py).
+    "convert": [
+        "safetensors>=0.6,<1",
+        "tokenizers>=0.22,<1",
+    ],
+    # The PyTorch parity tests of the converter (tests/convert/); the
+    # default test command installs it, the suite skips them without it.
+    "convert-test": [
+        "safetensors>=0.6,<1",
+        "tokenizers>=0.22,<1",
+        "torch==2.13.0",
+        "transformers>=5.24,<6",
+    ],
     "notebooks": [
         "jupytext>=1.19,<2",
         "ipykernel>=7.4,<8",

@@ -13,8 +13,12 @@ name the tokenizer (schedule, codebook, text tokenizer).
   # 2-core CPU demo on the embedded data:
   python -m nextflow_jax.main --config=configs/nextflow.py:cpu \
       --workdir=runs/nextflow --config.data.codes_dir=runs/codes
-  # Qwen2.5-1.5B / -7B shapes on a GPU/TPU slice (bf16, FSDP):
-  python -m nextflow_jax.main --config=configs/nextflow.py:7b ...
+  # Qwen2.5-1.5B / -7B shapes on a GPU/TPU slice (bf16, FSDP), starting
+  # from Qwen2.5-VL-7B's weights (convert once, nextflow_jax/convert/qwen.py):
+  python -m nextflow_jax.convert.qwen --hf_dir=Qwen2.5-VL-7B-Instruct \
+      --output=runs/qwen7b --mesh=1,-1,1 --rules=fsdp --param_dtype=float32
+  python -m nextflow_jax.main --config=configs/nextflow.py:7b \
+      --config.init_from=runs/qwen7b ...
   # The raster-order baseline: single-scale codes of the same tokenizer
   # (rate 0: plain teacher forcing), then the same model in raster order:
   python -m nextflow_jax.main --config=configs/extract.py:cpu \
@@ -34,9 +38,15 @@ def _base() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.trainer = "pretrain"
   c.seed = 0
+  # A Qwen conversion (python -m nextflow_jax.convert.qwen --output=...) to
+  # start the decoder from; its conversion.json gives the model section.
+  c.init_from = ""
 
   c.data = ml_collections.ConfigDict()
   c.data.codes_dir = ""  # required: --workdir of configs/extract.py
+  # Text tokenizer file; "": the init_from conversion's tokenizer.json, else
+  # the tokenizer workdir's sentencepiece model.
+  c.data.text_tokenizer = ""
   c.data.split = "train"
   c.data.eval_split = "test"
   c.data.seq_len = 512
@@ -74,6 +84,7 @@ def _base() -> ml_collections.ConfigDict:
   c.model.rope_theta = 1_000_000.0
   c.model.mrope_sections = ()  # () = scale (16, 24, 24) to head_dim
   c.model.qkv_bias = True
+  c.model.norm_eps = 1e-6  # RMSNorm epsilon (Qwen2.5: 1e-6)
   c.model.max_scales = 18
   c.model.shared_head = False  # True: the paper's single head
   c.model.scan_layers = True
@@ -139,8 +150,12 @@ def _cpu(c):
   del c  # The base is the CPU demo.
 
 
-def _qwen(c, layers, width, heads, kv_heads, mlp):
-  c.model.text_vocab_size = 152_064
+def _qwen(c, layers, width, heads, kv_heads, mlp, text_vocab_size):
+  """Qwen2.5 shapes. Start from the real weights with
+  `python -m nextflow_jax.convert.qwen --hf_dir=... --output=Q` and
+  `--config.init_from=Q`: text_vocab_size is what the converter makes of
+  Qwen's vocabulary (our 11 reserved ids + Qwen's rows, padded to 128s)."""
+  c.model.text_vocab_size = text_vocab_size
   c.model.num_layers = layers
   c.model.width = width
   c.model.num_heads = heads
@@ -168,11 +183,15 @@ def _qwen(c, layers, width, heads, kv_heads, mlp):
 
 
 def _1b(c):
-  _qwen(c, layers=28, width=1536, heads=12, kv_heads=2, mlp=8960)  # 1.5B
+  # Qwen2.5-1.5B (151,936 rows + 11 -> 152,064).
+  _qwen(c, layers=28, width=1536, heads=12, kv_heads=2, mlp=8960,
+        text_vocab_size=152_064)
 
 
 def _7b(c):
-  _qwen(c, layers=28, width=3584, heads=28, kv_heads=4, mlp=18944)
+  # Qwen2.5-VL-7B / Qwen2.5-7B (152,064 rows + 11 -> 152,192).
+  _qwen(c, layers=28, width=3584, heads=28, kv_heads=4, mlp=18944,
+        text_vocab_size=152_192)
 
 
 def _shapes32(c):

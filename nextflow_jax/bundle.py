@@ -8,7 +8,8 @@ absolute paths), so it can be committed, shared and loaded on any machine:
   <folder>/bundle.json           format version, the decoder's and the
                                  tokenizer's hyper-parameters, the schedule,
                                  the layout, provenance
-  <folder>/text_tokenizer.model  the sentencepiece model
+  <folder>/text_tokenizer.model  the sentencepiece model (or
+                                 text_tokenizer.json: Qwen's, converted)
   <folder>/decoder/              NextFlow parameters (Orbax, `save_tree`)
   <folder>/tokenizer/            VisionTokenizer parameters
 
@@ -127,8 +128,8 @@ def export(trained: workdirs.TrainedModel, output: str, *,
       marker = os.path.join(tmp, sub, "commit_success.txt")
       if os.path.exists(marker):
         os.remove(marker)
-    with open(os.path.join(tmp, workdirs.TEXT_TOKENIZER_FILE), "wb") as f:
-      f.write(trained.text_tokenizer.model_proto)
+    text_tok = trained.text_tokenizer
+    text_tok.save(os.path.join(tmp, text_tok.file_name))
     config = {
         "format": FORMAT, "version": VERSION,
         "model": module_to_json(trained.model),
@@ -178,8 +179,7 @@ def load(folder: str) -> workdirs.TrainedModel:
   return workdirs.TrainedModel(
       model=model, params=params, tokenizer=tokenizer,
       tokenizer_params=tokenizer_params,
-      text_tokenizer=text_tokenizer_lib.TextTokenizer.load(
-          os.path.join(folder, workdirs.TEXT_TOKENIZER_FILE)),
+      text_tokenizer=text_tokenizer_lib.load_from_folder(folder),
       schedule=scales.parse_schedule(config["schedule"]),
       layout=sequences.Layout(**config["layout"]),
       trained_seq_len=int(config.get("trained_seq_len", 0)))

@@ -189,17 +189,7 @@ class Checkpointer:
   def _check_compatible(self, step: int, target: Any,
                         config: Any = None) -> None:
     metadata = self._manager.item_metadata(step)["state"]
-    saved = _shapes(metadata)
-    wanted = _shapes(target)
-    problems = []
-    for path in sorted(set(saved) | set(wanted)):
-      if path not in saved:
-        problems.append(f"{path}: missing in the checkpoint")
-      elif path not in wanted:
-        problems.append(f"{path}: in the checkpoint but not in the model")
-      elif saved[path] != wanted[path]:
-        problems.append(f"{path}: checkpoint {saved[path]} vs model "
-                        f"{wanted[path]}")
+    problems = shape_differences(_shapes(metadata), _shapes(target))
     if problems:
       shown = "\n  ".join(problems[:20])
       more = f"\n  ... and {len(problems) - 20} more" if len(
@@ -279,8 +269,20 @@ def save_tree(directory: str, tree: Any) -> None:
   checkpointer.close()
 
 
-def load_tree(directory: str) -> Any:
-  """Reads what `save_tree` wrote, as host numpy arrays."""
+def load_tree(directory: str, target: Any = None) -> Any:
+  """Reads what `save_tree` wrote.
+
+  Args:
+    directory: the folder `save_tree` wrote.
+    target: None: host numpy arrays as saved. Else the tree's structure as
+      arrays or `jax.ShapeDtypeStruct`s with shardings: each process reads
+      only its shards, cast to the target's dtypes.
+
+  Raises:
+    FileNotFoundError: no such folder.
+    CheckpointMismatchError: the saved tree's paths or shapes differ from
+      `target` (every difference named).
+  """
   directory = os.path.abspath(directory)
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"{directory} does not exist.")
@@ -288,9 +290,34 @@ def load_tree(directory: str) -> Any:
   try:
     metadata = checkpointer.metadata(directory)
     metadata = getattr(metadata, "item_metadata", metadata)
-    target = jax.tree.map(
-        lambda m: np.empty(m.shape, m.dtype) if hasattr(m, "shape") else m,
-        metadata)
+    if target is None:
+      target = jax.tree.map(
+          lambda m: np.empty(m.shape, m.dtype) if hasattr(m, "shape") else m,
+          metadata)
+    else:
+      problems = shape_differences(_shapes(metadata), _shapes(target))
+      if problems:
+        raise CheckpointMismatchError(
+            f"{directory} does not match the model ({len(problems)} "
+            "differences):\n  " + "\n  ".join(problems[:20]) +
+            (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20
+             else ""))
+      target = jax.tree.map(_abstract_leaf, target)
     return checkpointer.restore(directory, target)
   finally:
     checkpointer.close()
+
+
+def shape_differences(saved: dict[str, tuple[int, ...]],
+                      wanted: dict[str, tuple[int, ...]]) -> list[str]:
+  """Paths missing on either side or with other shapes, one line each."""
+  problems = []
+  for path in sorted(set(saved) | set(wanted)):
+    if path not in saved:
+      problems.append(f"{path}: missing in the checkpoint")
+    elif path not in wanted:
+      problems.append(f"{path}: in the checkpoint but not in the model")
+    elif saved[path] != wanted[path]:
+      problems.append(f"{path}: checkpoint {saved[path]} vs model "
+                      f"{wanted[path]}")
+  return problems

@@ -220,11 +220,13 @@ def validate(config: ml_collections.ConfigDict, workdir: str | None) -> None:
       raise ConfigError("eval.batch_size", config.eval.batch_size,
                         f"must be a positive multiple of the data-parallel "
                         f"size {dp}.")
-  if config.get("init_from") and not os.path.isdir(
-      os.path.join(config.init_from, "checkpoints")):
+  if config.get("init_from") and not (
+      os.path.isdir(os.path.join(config.init_from, "checkpoints")) or
+      os.path.exists(os.path.join(config.init_from, "conversion.json"))):
     raise ConfigError("init_from", config.init_from,
                       "must be the --workdir of a previous stage (it must "
-                      "hold checkpoints/).")
+                      "hold checkpoints/) or, for pretraining, a Qwen "
+                      "conversion (conversion.json).")
   if "train" in config:
     for key in ("num_steps", "log_every_steps", "ckpt_every_steps",
                 "eval_every_steps", "keep_checkpoints"):

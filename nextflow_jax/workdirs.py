@@ -37,10 +37,15 @@ from nextflow_jax.data import records
 from nextflow_jax.data import sequences
 from nextflow_jax.data import sources as sources_lib
 from nextflow_jax.model import nextflow
+from nextflow_jax.text import hf_tokenizer
 from nextflow_jax.text import tokenizer as text_tokenizer_lib
 from nextflow_jax.tokenizer import model as tokenizer_model_lib
 
-TEXT_TOKENIZER_FILE = "text_tokenizer.model"
+TEXT_TOKENIZER_FILE = text_tokenizer_lib.TextTokenizer.file_name
+# Sentencepiece (trained here) or Qwen's tokenizer.json (convert/qwen.py).
+TextTokenizer = (text_tokenizer_lib.TextTokenizer |
+                 hf_tokenizer.HFTextTokenizer)
+
 CHECKPOINTS = "checkpoints"
 # Sizes that come from the data (text tokenizer, codebook), not `model`.
 _MODEL_SIZES_FROM_DATA = ("codebook_size", "code_dim")
@@ -66,7 +71,7 @@ class TrainedModel:
   params: Any
   tokenizer: tokenizer_model_lib.VisionTokenizer
   tokenizer_params: Any
-  text_tokenizer: text_tokenizer_lib.TextTokenizer
+  text_tokenizer: TextTokenizer
   schedule: scales.Schedule
   layout: sequences.Layout
   trained_seq_len: int = 0
@@ -182,10 +187,10 @@ def open_code_sources(codes_dir: str, split: str
   return opened, records.read_manifest(folders[0])
 
 
-def load_text_tokenizer(workdir: str) -> text_tokenizer_lib.TextTokenizer:
-  """`workdir/text_tokenizer.model` (written by the data / tokenizer jobs)."""
-  return text_tokenizer_lib.TextTokenizer.load(
-      os.path.join(workdir, TEXT_TOKENIZER_FILE))
+def load_text_tokenizer(workdir: str) -> TextTokenizer:
+  """`workdir/text_tokenizer.model` (written by the data / tokenizer jobs),
+  or the `text_tokenizer.json` of a model converted from Qwen."""
+  return text_tokenizer_lib.load_from_folder(workdir)
 
 
 def _saved_run(workdir: str, step: int | None, what: str
@@ -225,6 +230,16 @@ def load_tokenizer(workdir: str, mesh: jax.sharding.Mesh | None = None,
   return model, params, schedule, saved
 
 
+def _trained_text_tokenizer(workdir: str, tokenizer_workdir: str
+                            ) -> TextTokenizer:
+  """The copy a pretraining run keeps of its text tokenizer (runs before
+  that copy existed: the tokenizer workdir's)."""
+  try:
+    return load_text_tokenizer(workdir)
+  except FileNotFoundError:
+    return load_text_tokenizer(tokenizer_workdir)
+
+
 def load_pretrain_run(workdir: str, *, step: int | None = None,
                       tokenizer_workdir: str = "") -> TrainedModel:
   """A pretraining workdir's checkpoint (latest, or `step`) for sampling.
@@ -249,7 +264,7 @@ def load_pretrain_run(workdir: str, *, step: int | None = None,
   return TrainedModel(
       model=model, params=jax.tree.map(jnp.asarray, params),
       tokenizer=tok_model, tokenizer_params=tok_params,
-      text_tokenizer=load_text_tokenizer(tokenizer_workdir),
+      text_tokenizer=_trained_text_tokenizer(workdir, tokenizer_workdir),
       schedule=codes_schedule or tok_schedule,
       layout=build_layout(saved["layout"], tok_model.upsample_method),
       trained_seq_len=int(saved["data"].get("seq_len", 0)))

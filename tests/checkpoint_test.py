@@ -207,3 +207,25 @@ def test_kill_9_during_an_async_save_leaves_a_restorable_checkpoint(
   restored, latest = reader.restore(target)
   assert latest == step + 1 and float(restored["w"][0, 0]) == 3.0
   reader.close()
+
+
+def test_a_saved_tree_loads_sharded_and_names_what_differs(tmp_path):
+  tree = {"a": np.arange(16, dtype=np.float32).reshape(4, 4),
+          "b": {"c": np.ones(3, np.float32)}}
+  checkpoint.save_tree(str(tmp_path / "t"), tree)
+  mesh = sharding.make_mesh((1, 4, 1))
+  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("fsdp"))
+  target = {"a": jax.ShapeDtypeStruct((4, 4), jnp.bfloat16, sharding=split),
+            "b": {"c": jax.ShapeDtypeStruct((3,), jnp.float32,
+                                            sharding=sharding.replicated(
+                                                mesh))}}
+  loaded = checkpoint.load_tree(str(tmp_path / "t"), target)
+  assert loaded["a"].dtype == jnp.bfloat16
+  assert loaded["a"].addressable_shards[0].data.shape == (1, 4)
+  np.testing.assert_array_equal(np.asarray(loaded["a"], np.float32),
+                                tree["a"])
+  target["b"] = {"d": target["b"]["c"]}
+  with pytest.raises(checkpoint.CheckpointMismatchError,
+                     match=r"2 differences\):\n  b/c: in the checkpoint but "
+                     r"not in the model\n  b/d: missing in the checkpoint"):
+    checkpoint.load_tree(str(tmp_path / "t"), target)

@@ -29,6 +29,22 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
+def tok_dir(tfds_dir, tmp_path_factory):
+  """A 2-step mu vision tokenizer workdir (shared by the trainer tests)."""
+  from nextflow_jax import config_lib
+  from nextflow_jax.trainers import tokenizer as tokenizer_trainer
+  workdir = str(tmp_path_factory.mktemp("tok"))
+  tok = config_lib.load_config(os.path.join(ROOT, "configs",
+                                            "tokenizer.py:mu"))
+  tok.data.data_dir = tfds_dir
+  tok.train.num_steps = 2
+  tok.eval.num_batches = 0
+  tok.loss.gan_start_step = 100
+  tokenizer_trainer.run(tok, workdir)
+  return workdir
+
+
+@pytest.fixture(scope="session")
 def tfds_dir(tmp_path_factory):
   """A TFDS data dir with shapes/32px and twemoji/32px prepared."""
   import tensorflow_datasets as tfds

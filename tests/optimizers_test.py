@@ -81,7 +81,7 @@ def test_zero_gradient_step_decays_only_projections_and_heads():
   config.optim.weight_decay = 0.1
   model = workdirs.build_model(config.model, text_vocab_size=64,
                                codebook_size=32, code_dim=8)
-  batch = pretrain_step.example_batch(sequences.Layout(), 32, 8)
+  batch = sequences.example_batch(sequences.Layout(), 32, 8)
   params = nn.unbox(jax.jit(model.init)(jax.random.key(0), batch))["params"]
   tx = pretrain_step.make_optimizer(config.optim, 10)
 

@@ -41,7 +41,7 @@ def state_specs(preset: str) -> dict[str, str]:
   config.optim.grad_accum_steps = 2  # The accumulator is state too.
   tx = pretrain_step.make_optimizer(config.optim, config.train.num_steps)
   init_state = pretrain_step.make_init_state(
-      model, tx, pretrain_step.example_batch(sequences.Layout(),
+      model, tx, sequences.example_batch(sequences.Layout(),
                                              codebook_size, 8),
       np.zeros((codebook_size, CODE_DIM), np.float32))
   mesh = sharding.make_mesh(config.sharding.mesh)

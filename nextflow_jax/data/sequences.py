@@ -399,6 +399,14 @@ def check_text(text: str, rid: str) -> str:
   return text
 
 
+def example_batch(layout: Layout, codebook_size: int,
+                  seq_len: int) -> dict[str, np.ndarray]:
+  """A (1, seq_len) batch of the layout's fields, to initialise a model."""
+  return {k: v[None] for k, v in pad(
+      build([Text([1])], layout, codebook_size=codebook_size),
+      seq_len).items()}
+
+
 def pad(example: dict[str, np.ndarray], length: int,
         rid: str = "") -> dict[str, np.ndarray]:
   """Pads one document to `length` with `segment_ids` 1 (0 = padding)."""

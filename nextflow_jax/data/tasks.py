@@ -90,7 +90,7 @@ class TaskBuilder:
 
   def text(self, record: dict[str, Any], s: str) -> list[int]:
     if self._tok is None:
-      self._tok = text_tokenizer.TextTokenizer.load(self.path)
+      self._tok = text_tokenizer.load(self.path)
     return self._tok.encode(seq.check_text(s, str(record.get("id"))))
 
   def parts(self, task: str, record: dict[str, Any],

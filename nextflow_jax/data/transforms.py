@@ -171,7 +171,7 @@ class Tokenize(grain.transforms.Map):
 
   def map(self, example):
     if self._tokenizer is None:
-      self._tokenizer = text_tokenizer.TextTokenizer.load(self.path)
+      self._tokenizer = text_tokenizer.load(self.path)
     text = example[self.key]
     if not isinstance(text, str) or not text.strip():
       raise ValueError(f"record {_rid(example)}: {self.key} is empty or not "

@@ -226,6 +226,17 @@ class Generator:
               for s in sources]
     return self._images(cond, uncond, config)
 
+  def continue_text(self, prompts: Sequence[str],
+                    config: SamplingConfig = SamplingConfig(), *,
+                    bos: bool = True) -> list[str]:
+    """Continues each text prompt with text (a language model's job).
+
+    `bos=False` leaves out our `<bos>`, as a model converted from Qwen
+    (which has none) reads text (`convert/qwen.py`)."""
+    return self._texts([[sequences.Text(
+        ([vocab.BOS_ID] if bos else []) + self._text(p), loss=False)]
+                        for p in prompts], config)
+
   def caption(self, images: np.ndarray,
               config: SamplingConfig = SamplingConfig()) -> list[str]:
     """A caption per image."""

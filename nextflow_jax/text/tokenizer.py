@@ -9,6 +9,10 @@ pieces. Byte fallback keeps any Unicode text encodable.
 
   tok = train_sentencepiece(texts, "workdir/text_tokenizer.model", 1024)
   ids = tok.encode("two red circles", add_bos=True)
+
+A model converted from Qwen reads Qwen's `tokenizer.json` instead
+(`hf_tokenizer.HFTextTokenizer`, same interface); `load` and
+`load_from_folder` open either kind by its file name.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 
 import sentencepiece as spm
 
+from nextflow_jax.text import hf_tokenizer
 from nextflow_jax.text import vocab
 
 # Byte fallback needs 256 byte pieces plus the text's characters.
@@ -27,6 +32,8 @@ MIN_VOCAB_SIZE = 384
 
 class TextTokenizer:
   """Wraps a sentencepiece model that follows the `vocab.py` layout."""
+
+  file_name = "text_tokenizer.model"
 
   def __init__(self, model_proto: bytes, source: str = "<memory>"):
     self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
@@ -78,6 +85,37 @@ class TextTokenizer:
     with open(tmp, "wb") as f:
       f.write(self.model_proto)
     os.replace(tmp, path)
+
+
+def load(path: str) -> TextTokenizer | hf_tokenizer.HFTextTokenizer:
+  """A text tokenizer file: `.json` (Hugging Face) or sentencepiece."""
+  if path.endswith(".json"):
+    return hf_tokenizer.HFTextTokenizer.load(path)
+  return TextTokenizer.load(path)
+
+
+def load_from_folder(folder: str
+                     ) -> TextTokenizer | hf_tokenizer.HFTextTokenizer:
+  """The text tokenizer a workdir or bundle holds, of either kind.
+
+  Raises:
+    FileNotFoundError: the folder has neither file.
+    ValueError: it has both (which one the model was trained with is then
+      ambiguous).
+  """
+  names = [cls.file_name for cls in (TextTokenizer,
+                                     hf_tokenizer.HFTextTokenizer)
+           if os.path.exists(os.path.join(folder, cls.file_name))]
+  if not names:
+    raise FileNotFoundError(
+        f"no text tokenizer in {folder} (neither {TextTokenizer.file_name} "
+        f"nor {hf_tokenizer.HFTextTokenizer.file_name}); run the "
+        "prepare_data job (configs/data.py) first, or convert a Qwen "
+        "checkpoint (python -m nextflow_jax.convert.qwen).")
+  if len(names) > 1:
+    raise ValueError(f"{folder} holds two text tokenizers ({names}); keep "
+                     "the one its model was trained with.")
+  return load(os.path.join(folder, names[0]))
 
 
 def train_sentencepiece(texts: Iterable[str], path: str | None,

@@ -19,8 +19,13 @@ scale-reweighted visual cross-entropy (`model/losses.py`).
   * `layout.image_order = "raster"` trains the raster-scan baseline (the
     same model writing one token at a time) on single-scale codes of the
     same tokenizer (`extract.schedule`).
-  * Resume: the workdir's checkpoint (state + data position) > scratch.
-    The code embedding table starts from the tokenizer's code vectors.
+  * Resume: the workdir's checkpoint (state + data position) >
+    `init_from` (a Qwen conversion, `convert/qwen.py`: the decoder and the
+    text embedding and head from it, the visual parameters fresh) >
+    scratch. The code embedding table starts from the tokenizer's code
+    vectors. `data.text_tokenizer` names the text tokenizer file; empty:
+    the conversion's tokenizer.json with `init_from`, else the tokenizer
+    workdir's sentencepiece model.
   * The loop (`loop.py`): a non-finite loss or parameters stop the run;
     checkpoints only ever hold finite parameters.
 """
@@ -45,11 +50,15 @@ from nextflow_jax import metrics
 from nextflow_jax import scales
 from nextflow_jax import sharding
 from nextflow_jax import workdirs
+from nextflow_jax.convert import qwen as qwen_convert
 from nextflow_jax.data import pipeline
 from nextflow_jax.data import records
 from nextflow_jax.data import sequences
 from nextflow_jax.data import tasks as tasks_lib
 from nextflow_jax.model import losses
+from nextflow_jax.model import rope
+from nextflow_jax.text import hf_tokenizer
+from nextflow_jax.text import tokenizer as text_tokenizer_lib
 from nextflow_jax.trainers import common
 from nextflow_jax.trainers import loop
 from nextflow_jax.trainers import pretrain_step
@@ -131,6 +140,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         "data.num_workers", data.num_workers,
         "must be >= 0 (0 = threads only, > 0 = Grain worker processes).")
   _check_model(config.model)
+  _check_init_from(config)
   if config.layout.alpha < 0:
     raise config_lib.ConfigError("layout.alpha", config.layout.alpha,
                                  "must be >= 0.")
@@ -153,6 +163,46 @@ def _check_model(model: ml_collections.ConfigDict) -> None:
     raise config_lib.ConfigError(
         "model.num_kv_heads", model.num_kv_heads,
         f"must divide model.num_heads={model.num_heads}.")
+
+
+def _check_init_from(config: ml_collections.ConfigDict) -> None:
+  """`init_from` is a Qwen conversion whose model section this config has;
+  `data.text_tokenizer` exists."""
+  path = config.data.text_tokenizer
+  if path and not os.path.exists(path):
+    raise config_lib.ConfigError("data.text_tokenizer", path,
+                                 "no such file (a sentencepiece .model or a "
+                                 "Hugging Face tokenizer.json).")
+  if not config.init_from:
+    return
+  try:
+    conversion = qwen_convert.read_conversion(config.init_from)
+  except FileNotFoundError as e:
+    raise config_lib.ConfigError("init_from", config.init_from, str(e))
+  head_dim = conversion["model"]["head_dim"]
+  differ = [f"model.{k}={_flag(v)}" for k, v in conversion["model"].items()
+            if _normalised(k, config.model.get(k), head_dim) !=
+            _normalised(k, v, head_dim)]
+  if differ:
+    raise config_lib.ConfigError(
+        "init_from", config.init_from,
+        "its parameters have another shape than config.model; set "
+        + " ".join(f"--config.{d}" for d in differ) + " (from its "
+        f"{qwen_convert.CONVERSION_FILE}).")
+
+
+def _normalised(key: str, value, head_dim: int):
+  """A model field's value as the model reads it (() sections = default)."""
+  if key == "mrope_sections":
+    return rope.resolve_sections(tuple(value or ()) or None, head_dim)
+  return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def _flag(value) -> str:
+  """A value as a --config override writes it."""
+  if isinstance(value, (list, tuple)):
+    return "(" + ",".join(str(v) for v in value) + ")"
+  return repr(value)
 
 
 def _check_image_order(config) -> None:
@@ -182,6 +232,37 @@ def _check_image_order(config) -> None:
                                  f"the codes in {folder}: {e}")
 
 
+def _text_tokenizer(config: ml_collections.ConfigDict, tok_workdir: str):
+  """`data.text_tokenizer`, or the conversion's, or the tokenizer job's."""
+  path = config.data.text_tokenizer
+  if not path and config.init_from:
+    converted = os.path.join(config.init_from,
+                             hf_tokenizer.HFTextTokenizer.file_name)
+    path = converted if os.path.exists(converted) else ""
+  if path:
+    return text_tokenizer_lib.load(path)
+  return workdirs.load_text_tokenizer(tok_workdir)
+
+
+def _init_from(folder: str, fresh: Any) -> Any:
+  """Params of a Qwen conversion, on `fresh`'s shardings; its visual
+  parameters stay `fresh` (the code embedding holds the tokenizer's code
+  vectors)."""
+  conversion = qwen_convert.read_conversion(folder)
+  keep = conversion["visual_params"]
+  try:
+    loaded = checkpoint.load_tree(
+        os.path.join(folder, qwen_convert.PARAMS_DIR),
+        common.abstract_target({k: v for k, v in fresh.items()
+                                if k not in keep}))
+  except checkpoint.CheckpointMismatchError as e:
+    raise ValueError(f"config.init_from: {e}") from None
+  logging.info("init_from %s: %d parameter tensors from %s, fresh: %s",
+               folder, len(jax.tree.leaves(loaded)), conversion["source"],
+               keep)
+  return {**loaded, **{k: fresh[k] for k in keep}}
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Pretrains; returns the report (also written to the workdir)."""
   mesh, rules = common.mesh_and_rules(config)
@@ -189,7 +270,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   train_src, manifest = workdirs.open_code_sources(data.codes_dir, data.split)
   eval_src, _ = workdirs.open_code_sources(data.codes_dir, data.eval_split)
   tok_workdir = manifest["tokenizer_workdir"]
-  text_tok = workdirs.load_text_tokenizer(tok_workdir)
+  text_tok = _text_tokenizer(config, tok_workdir)
+  kept = os.path.join(workdir, text_tok.file_name)
+  if jax.process_index() == 0 and not os.path.exists(kept):
+    text_tok.save(kept)  # Sampling reads the model's own text tokenizer.
   tok_model, tok_params, tok_schedule, _ = workdirs.load_tokenizer(
       tok_workdir, mesh, rules)
   schedule = check_codes_schedule(manifest, tok_schedule,
@@ -224,9 +308,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   settings = loop.LoopSettings.from_config(config)
   tx = pretrain_step.make_optimizer(config.optim, settings.num_steps)
+  example = sequences.example_batch(layout, model.codebook_size, data.seq_len)
   state, state_shardings = common.init_sharded(
-      pretrain_step.make_init_state(model, tx, pretrain_step.example_batch(layout, model.codebook_size,
-                                               data.seq_len), code_vectors),
+      pretrain_step.make_init_state(model, tx, example, code_vectors),
       jax.random.key(config.seed), mesh, rules)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info("NextFlow parameters: %.2fM; seq_len %d, batch %d",
@@ -240,6 +324,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     state, _ = ckpt.restore(common.abstract_target(state),
                             data_iterator=train_iter, config=config)
     logging.info("resumed from step %d", int(state.step))
+  elif config.init_from:
+    state = state.replace(params=_init_from(config.init_from, state.params))
 
   loss_cfg = dict(text_weight=config.loss.text_weight,
                   visual_weight=config.loss.visual_weight,

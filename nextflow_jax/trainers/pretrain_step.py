@@ -23,7 +23,6 @@ import numpy as np
 import optax
 
 from nextflow_jax import optimizers
-from nextflow_jax.data import sequences
 from nextflow_jax.model import losses
 from nextflow_jax.model import nextflow
 
@@ -64,14 +63,6 @@ def make_init_state(model: nextflow.NextFlow, tx: optax.GradientTransformation,
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=tx.init(params))
   return init_state
-
-
-def example_batch(layout: sequences.Layout, codebook_size: int,
-                  seq_len: int) -> dict[str, jax.Array]:
-  """A (1, seq_len) batch of the layout's fields, to initialise a model."""
-  return {k: jnp.asarray(v)[None] for k, v in sequences.pad(
-      sequences.build([sequences.Text([1])], layout,
-                      codebook_size=codebook_size), seq_len).items()}
 
 
 def make_train_step(model: nextflow.NextFlow, tx, loss_cfg: dict):

@@ -99,15 +99,20 @@ def _teacher(config) -> tuple[networks.ViTEncoder, Any]:
 
 
 def merge_previous_stage(fresh: Any, previous: Any, semantic_dim: int,
-                         use_semantic: bool) -> tuple[Any, list[str]]:
+                         use_semantic: bool, reseed_codebook: bool = False
+                         ) -> tuple[Any, list[str]]:
   """Copies every previous-stage tokenizer param whose path and shape match.
 
   The codebook of a pixel-only stage (K, pixel_dim) goes into the pixel
   columns of a dual codebook (K, semantic_dim + pixel_dim). Only the pixel
-  decoder may change shape between stages (stage 3 widens it); any other
-  param that both have with different shapes (another codebook size,
-  channels, ...) is an error, since training on would start that part from
-  scratch without a word. Returns the merged params and the copied paths.
+  decoder may change shape between stages (stage 3 widens it), and the
+  codebook when `reseed_codebook` (this run seeds every code from residuals
+  after its autoencoder warm-up, so a codebook of another size K starts
+  from the previous encoder and decoder: re-quantising a trained
+  autoencoder). Any other param that both have with different shapes
+  (channels, ...) is an error, since training on would start that part
+  from scratch without a word. Returns the merged params and the copied
+  paths.
 
   Raises:
     ValueError: shared params differ in shape (each one named).
@@ -129,7 +134,8 @@ def merge_previous_stage(fresh: Any, previous: Any, semantic_dim: int,
         old.shape[1] + semantic_dim == value.shape[1]):
       copied.append(key + " (pixel columns)")
       return value.at[:, semantic_dim:].set(jnp.asarray(old, value.dtype))
-    if "pixel_decoder" not in key:
+    reseeded = reseed_codebook and key.endswith("['codebook']")
+    if "pixel_decoder" not in key and not reseeded:
       mismatched.append(f"{key}: previous {tuple(old.shape)} vs this "
                         f"{tuple(value.shape)}")
     return value
@@ -140,9 +146,10 @@ def merge_previous_stage(fresh: Any, previous: Any, semantic_dim: int,
     raise ValueError(
         f"config.init_from: {len(mismatched)} parameters of the previous "
         f"stage have other shapes ({shown}{' ...' if len(mismatched) > 5 else ''}"
-        "); a later stage must keep the tokenizer's codebook_size, "
-        "pixel_dim, channels and channel_mults (only the decoder may "
-        "change).")
+        "); a later stage must keep the tokenizer's pixel_dim, channels "
+        "and channel_mults (only the decoder may change), and its "
+        "codebook_size unless codes.autoencoder_steps > 0 re-seeds the "
+        "codebook.")
   return merged, copied
 
 
@@ -243,7 +250,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     try:
       merged, copied = merge_previous_stage(
           state.params["tokenizer"], previous["params"]["tokenizer"],
-          config.tokenizer.semantic_dim, config.tokenizer.use_semantic)
+          config.tokenizer.semantic_dim, config.tokenizer.use_semantic,
+          reseed_codebook=config.codes.autoencoder_steps > 0)
     except ValueError as e:
       raise ValueError(f"{e} init_from={config.init_from!r}.") from None
     if not copied:

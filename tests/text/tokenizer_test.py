@@ -84,3 +84,18 @@ def test_vocab_layout():
     layout.id_to_code(np.array([vocab.BOI_ID]))
   with pytest.raises(ValueError, match="leaves no room"):
     vocab.VocabLayout(text_vocab_size=8, codebook_size=4)
+
+
+def test_a_folder_holds_one_text_tokenizer_of_either_kind(tok, tmp_path):
+  tok.save(str(tmp_path / "text_tokenizer.model"))
+  loaded = text_tokenizer.load_from_folder(str(tmp_path))
+  assert loaded.encode(TEXTS[0]) == tok.encode(TEXTS[0])
+  assert text_tokenizer.load(str(tmp_path / "text_tokenizer.model")
+                             ).vocab_size == tok.vocab_size
+  (tmp_path / "text_tokenizer.json").write_text("{}")
+  with pytest.raises(ValueError, match=r"holds two text tokenizers"):
+    text_tokenizer.load_from_folder(str(tmp_path))
+  with pytest.raises(FileNotFoundError, match=r"no text tokenizer in .* "
+                     r"\(neither text_tokenizer.model nor "
+                     r"text_tokenizer.json\)"):
+    text_tokenizer.load_from_folder(str(tmp_path / "empty"))

@@ -23,7 +23,6 @@ from nextflow_jax.data import sources
 from nextflow_jax.trainers import extract
 from nextflow_jax.trainers import pretrain
 from nextflow_jax.trainers import pretrain_step
-from nextflow_jax.trainers import tokenizer as tokenizer_trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
@@ -31,19 +30,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 def load_config(name, arg):
   return config_lib.load_config(os.path.join(ROOT, "configs",
                                              f"{name}.py:{arg}"))
-
-
-@pytest.fixture(scope="module")
-def tok_dir(tfds_dir, tmp_path_factory):
-  """A 2-step mu tokenizer."""
-  workdir = str(tmp_path_factory.mktemp("tok"))
-  tok = load_config("tokenizer", "mu")
-  tok.data.data_dir = tfds_dir
-  tok.train.num_steps = 2
-  tok.eval.num_batches = 0
-  tok.loss.gan_start_step = 100
-  tokenizer_trainer.run(tok, workdir)
-  return workdir
 
 
 def extract_codes(tok_dir, tfds_dir, workdir, source):

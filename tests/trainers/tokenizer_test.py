@@ -274,10 +274,23 @@ def test_bad_input_init_from_with_another_codebook_size():
               "pixel_decoder": {"k": np.ones((3, 3))}}  # widened: fine
   with pytest.raises(ValueError, match=r"1 parameters of the previous stage "
                      r"have other shapes \(\['quantizer'\]\['codebook'\]: "
-                     r"previous \(4, 2\) vs this \(8, 2\)\); a later stage "
-                     r"must keep the tokenizer's codebook_size"):
+                     r"previous \(4, 2\) vs this \(8, 2\)\); .* and its "
+                     r"codebook_size unless codes.autoencoder_steps > 0"):
     tokenizer_trainer.merge_previous_stage(fresh, previous, semantic_dim=3,
                                            use_semantic=False)
+
+
+def test_a_reseeded_codebook_may_change_size():
+  fresh = {"quantizer": {"codebook": jnp.zeros((8, 2))},
+           "pixel_encoder": {"k": jnp.zeros((3, 3))}}
+  previous = {"quantizer": {"codebook": np.ones((4, 2))},
+              "pixel_encoder": {"k": np.ones((3, 3))}}
+  merged, copied = tokenizer_trainer.merge_previous_stage(
+      fresh, previous, semantic_dim=3, use_semantic=False,
+      reseed_codebook=True)
+  assert copied == ["['pixel_encoder']['k']"]
+  assert (merged["pixel_encoder"]["k"] == 1).all()
+  assert merged["quantizer"]["codebook"].shape == (8, 2)
 
 
 def test_decoder_stage_trains_only_the_pixel_decoder():
