@@ -33,12 +33,14 @@ def _reference_kept(logits, top_k, top_p, temperature):
 def test_filters_match_numpy(top_k, top_p, temperature):
   logits = np.random.default_rng(0).normal(size=(6, 64)).astype(np.float32)
   logits *= 3.0
-  values, ids = jax.jit(filters.top_k_top_p, static_argnums=1)(
-      logits, top_k, top_p, temperature)
-  values, ids = np.asarray(values), np.asarray(ids)
+  filtered = np.asarray(jax.jit(filters.filter_logits, static_argnums=1)(
+      logits, top_k, top_p, temperature))
   for row in range(len(logits)):
-    kept = set(ids[row][np.isfinite(values[row])].tolist())
+    kept = set(np.flatnonzero(np.isfinite(filtered[row])).tolist())
     assert kept == _reference_kept(logits[row], top_k, top_p, temperature)
+    np.testing.assert_allclose(filtered[row][np.isfinite(filtered[row])],
+                               logits[row][np.isfinite(filtered[row])] /
+                               temperature, rtol=1e-6)
 
 
 def test_samples_follow_the_renormalised_distribution():
@@ -66,4 +68,16 @@ def test_zero_temperature_is_greedy_and_guidance_is_vars_form():
 @pytest.mark.parametrize("top_k", [0, -3])
 def test_top_k_below_one_raises(top_k):
   with pytest.raises(ValueError, match=f"top_k={top_k} must be >= 1"):
-    filters.top_k_top_p(jnp.zeros((4,)), top_k, 1.0)
+    filters.filter_logits(jnp.zeros((4,)), top_k, 1.0)
+
+
+def test_ties_and_banned_ids():
+  """Ties at the k-th value survive together; -inf ids never survive, even
+  when fewer than k are left."""
+  logits = jnp.asarray([[3.0, 1.0, 1.0, 0.0, -jnp.inf],
+                        [-jnp.inf, 2.0, -jnp.inf, -jnp.inf, -jnp.inf]])
+  kept = np.isfinite(np.asarray(filters.filter_logits(logits, 2, 1.0)))
+  np.testing.assert_array_equal(kept, [[1, 1, 1, 0, 0], [0, 1, 0, 0, 0]])
+  draws = filters.sample_rows(logits, jax.random.split(jax.random.key(0), 2),
+                              top_k=3, top_p=0.9, temperature=1.0)
+  assert int(draws[1]) == 1 and int(draws[0]) in (0, 1, 2)
