@@ -17,6 +17,8 @@ cells), ahead of time, so the timed calls measure execution only.
          64 -> the paper's 1:1 1024 px schedule (18 scales, 10,084 tokens)
                vs 4,096 steps
   models: cpu     -> configs/nextflow.py:cpu (4 layers, width 256)
+          var_tiny -> issue 12's VAR-tiny shape (4 layers, width 256,
+                     codebook 4096)
           var_d16 -> VAR-d16's shape (16 layers, width 1024, 16 heads,
                      SwiGLU 2730 ~ GELU 4x FLOPs, codebook 4096)
 
@@ -71,6 +73,9 @@ MODELS = {
     "cpu": dict(text_vocab_size=1024, codebook_size=1024, code_dim=40,
                 num_layers=4, width=256, num_heads=4, num_kv_heads=2,
                 head_dim=64, mlp_dim=704),
+    "var_tiny": dict(text_vocab_size=1024, codebook_size=4096, code_dim=40,
+                     num_layers=4, width=256, num_heads=4, num_kv_heads=4,
+                     head_dim=64, mlp_dim=682),
     "var_d16": dict(text_vocab_size=1024, codebook_size=4096, code_dim=40,
                     num_layers=16, width=1024, num_heads=16, num_kv_heads=16,
                     head_dim=64, mlp_dim=2730),
