@@ -533,6 +533,16 @@ def read_conversion(folder: str) -> dict[str, Any]:
 # ------------------------------------------------------------------- CLI
 
 
+def vision_tokenizer(path: str) -> tuple[Any, Any, Any]:
+  """(model, params, schedule) of a tokenizer workdir, or of the vision
+  tokenizer inside a model bundle."""
+  if os.path.exists(os.path.join(path, bundle_lib.CONFIG_FILE)):
+    trained = bundle_lib.load(path)
+    return trained.tokenizer, trained.tokenizer_params, trained.schedule
+  model, params, schedule, _ = workdirs.load_tokenizer(path)
+  return model, params, schedule
+
+
 def main(argv: Sequence[str]) -> None:
   """python -m nextflow_jax.convert.qwen --hf_dir=H --output=O [...]."""
   if len(argv) > 1:
@@ -546,7 +556,7 @@ def main(argv: Sequence[str]) -> None:
   codebook, trained_tok = None, None
   sizes = dict(codebook_size=values.codebook_size, code_dim=values.code_dim)
   if values.tokenizer_workdir:
-    trained_tok = workdirs.load_tokenizer(values.tokenizer_workdir)
+    trained_tok = vision_tokenizer(values.tokenizer_workdir)
     tok_model, tok_params = trained_tok[0], trained_tok[1]
     codebook = np.asarray(jax.device_get(tok_model.apply(
         {"params": tok_params}, method=tok_model.code_vectors)))
@@ -564,7 +574,7 @@ def main(argv: Sequence[str]) -> None:
         f"{converted.new_params}; skipped {len(converted.skipped)} vision "
         "tensors.")
   if values.bundle:
-    tok_model, tok_params, schedule, _ = trained_tok
+    tok_model, tok_params, schedule = trained_tok
     bundle_lib.export(workdirs.TrainedModel(
         model=converted.model, params=jax.device_get(converted.params),
         tokenizer=tok_model, tokenizer_params=tok_params,
@@ -579,9 +589,10 @@ def _define_flags() -> None:
                       "(config.json + safetensors).")
   flags.DEFINE_string("output", None, "Folder for params/, conversion.json "
                       "and text_tokenizer.json.")
-  flags.DEFINE_string("tokenizer_workdir", "", "A vision tokenizer workdir: "
-                      "its codebook sizes the visual parameters and "
-                      "initialises the code embedding.")
+  flags.DEFINE_string("tokenizer_workdir", "", "A vision tokenizer workdir "
+                      "or a model bundle (its tokenizer): the codebook sizes "
+                      "the visual parameters and initialises the code "
+                      "embedding.")
   flags.DEFINE_string("bundle", "", "Also write a model bundle here (needs "
                       "--tokenizer_workdir and Qwen's tokenizer.json).")
   flags.DEFINE_list("mesh", ["-1", "1", "1"], "data,fsdp,tensor sizes (-1 = "

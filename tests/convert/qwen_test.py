@@ -450,12 +450,17 @@ def test_cli_writes_a_bundle_that_continues_text_like_pytorch(
                            gen.text_tokenizer.hf_vocab_size, VOCAB)))[
                                0, len(ids):].tolist()
   assert text == gen.text_tokenizer.decode([i + R for i in want])
-  # The bundle's code embedding is the tokenizer's codebook.
+  # The bundle's code embedding is the tokenizer's codebook; a bundle can
+  # serve as the next conversion's tokenizer.
   tok_model, tok_params, _, _ = workdirs.load_tokenizer(tok_dir)
+  codebook = tok_model.apply({"params": tok_params},
+                             method=tok_model.code_vectors)
+  np.testing.assert_allclose(gen.params["code_embed"], codebook, rtol=1e-6)
+  model, params, schedule = qwen.vision_tokenizer(bundle)
   np.testing.assert_allclose(
-      gen.params["code_embed"],
-      tok_model.apply({"params": tok_params},
-                      method=tok_model.code_vectors), rtol=1e-6)
+      model.apply({"params": params}, method=model.code_vectors), codebook,
+      rtol=1e-6)
+  assert tuple(map(tuple, schedule)) == gen.schedule
 
 
 def test_pretraining_starts_from_a_conversion(numpy_qwen, tokenizer_json,
