@@ -315,8 +315,8 @@ class _Reader:
     return self._means[name]
 
   def vocab_rows(self, name: str, rows: slice, cols: slice,
-                 fill: Callable[[slice, slice, np.ndarray], np.ndarray] | None = None
-                 ) -> np.ndarray:
+                 fill: (Callable[[slice, slice, np.ndarray], np.ndarray]
+                        | None) = None) -> np.ndarray:
     """Our (rows, cols) of a (V', D) table whose rows [R, R + V) are Qwen's
     (V, D) `name`; rows [0, R) and [R + V, vocab) are the mean row; rows
     beyond the text vocabulary (a shared head's codes) come from `fill`."""
