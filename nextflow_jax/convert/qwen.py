@@ -413,12 +413,14 @@ def convert(hf_dir: str, *, mesh: jax.sharding.Mesh | None = None,
   fresh_keys = [key for key in VISUAL_PARAMS if key in abstract]
   shared = "head" in abstract
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    fresh = jax.jit(
-        lambda r: {key: nn.unbox(model.init(r, example))["params"][key]
-                   for key in fresh_keys + (["head"] if shared else [])},
-        out_shardings={key: shardings[key] for key in
-                       fresh_keys + (["head"] if shared else [])})(
-                           jax.random.key(seed))
+    init_keys = fresh_keys + (["head"] if shared else [])
+
+    def init_new(rng):  # XLA drops the unused (language model) part.
+      params = nn.unbox(model.init(rng, example))["params"]
+      return {key: params[key] for key in init_keys}
+
+    fresh = jax.jit(init_new, out_shardings={
+        key: shardings[key] for key in init_keys})(jax.random.key(seed))
   if codebook is not None:
     fresh["code_embed"] = jax.device_put(
         jnp.asarray(codebook, model.param_dtype), shardings["code_embed"])

@@ -218,9 +218,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   # Policy, optimizer and reference on the mesh with the model's logical
   # shardings; the initial values are then replaced by the loaded params.
-  example = {k: jnp.asarray(v)[None] for k, v in sequences.pad(
-      sequences.build([sequences.Text([1])], trained.layout,
-                      codebook_size=model.codebook_size), seq_len).items()}
+  example = sequences.example_batch(trained.layout, model.codebook_size,
+                                    seq_len)
 
   def init_state(rng):
     params = model.init(rng, example)["params"]
