@@ -40,6 +40,10 @@ def _base() -> ml_collections.ConfigDict:
   c.grpo.alpha = 0.0  # k_t = (h_t w_t)^-alpha (PANW); 0 = equal weights
   c.grpo.ratio = "scale"  # "scale": one ratio per grid; "cell": per cell
   c.grpo.inner_steps = 1  # optimizer steps per batch of rollouts
+  # VMR: value each rollout's prefix (first m scales) by K continuations,
+  # V = eta * log mean exp(R / eta); 0 = the rollout's own reward.
+  c.grpo.vmr_continuations = 0
+  c.grpo.vmr_eta = 1.0
   c.grpo.rewards = ("shapes_geneval",)
   c.grpo.reward_weights = (1.0,)
   # Rollout sampling; the ratio uses the unguided, unfiltered policy at

@@ -207,12 +207,18 @@ class Generator:
   # ------------------------------------------------------------ tasks
 
   def text_to_image(self, prompts: Sequence[str],
-                    config: SamplingConfig = SamplingConfig()) -> Images:
-    """One image per prompt."""
+                    config: SamplingConfig = SamplingConfig(), *,
+                    prefix_codes: Codes | None = None) -> Images:
+    """One image per prompt.
+
+    `prefix_codes` (per-scale (B, h_k, w_k) codes of the first m scales of
+    the schedule, e.g. `encode(images)[:m]`) fixes those scales: only the
+    finer ones are sampled, giving variations of a coarse image.
+    """
     cond = [tasks.t2i_prompt(self._text(p)) for p in prompts]
     uncond = [tasks.t2i_prompt(self._text(config.negative_prompt))
               for _ in prompts]
-    return self._images(cond, uncond, config)
+    return self._images(cond, uncond, config, prefix_codes=prefix_codes)
 
   def edit(self, images: np.ndarray, instructions: Sequence[str],
            config: SamplingConfig = SamplingConfig()) -> Images:
@@ -406,10 +412,16 @@ class Generator:
     return fn(self.params, fields, time, block)
 
   def _images(self, cond, uncond, config: SamplingConfig,
-              num_images: int = 1) -> Images:
+              num_images: int = 1, prefix_codes: Codes | None = None
+              ) -> Images:
     """Prompts -> `num_images` images per row (video frames: `<frame>`
-    separates consecutive ones)."""
+    separates consecutive ones), each starting from `prefix_codes` if given.
+    """
     schedule = config.image_schedule(self.schedule)
+    prefix = tuple(jnp.asarray(c, jnp.int32) for c in prefix_codes or ())
+    if prefix and self.layout.image_order == "raster":
+      raise ValueError("prefix_codes fix the first scales of next-scale "
+                       "sampling; this model samples in raster order.")
     if len(schedule) > self.model.max_scales:
       raise ValueError(f"the schedule has {len(schedule)} scales but the "
                        f"model has scale embeddings for "
@@ -434,7 +446,7 @@ class Generator:
                              self.model, schedule=schedule,
                              layout=self.layout, top_k=top_k, cfg=cfg,
                              num_images=num_images, separator=tasks.FRAME_ID))
-      out, _ = fn(self.params, fields, time, block, keys, knobs)
+      out, _ = fn(self.params, fields, time, block, keys, knobs, prefix)
       frames = [out] if num_images == 1 else out
     codes = [[np.asarray(c) for c in frame] for frame in frames]
     pixels = np.stack([self.decode(c, schedule) for c in codes], 1)

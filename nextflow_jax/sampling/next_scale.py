@@ -79,10 +79,18 @@ def sample_image(model: nextflow.NextFlow, params: Any,
                  layout: sequences.Layout, keys: jax.Array,
                  top_k: Sequence[int | None], temperature: jax.Array,
                  top_p: jax.Array, guidance: jax.Array, cfg: bool,
-                 active: jax.Array, return_logits: bool = False
+                 active: jax.Array, return_logits: bool = False,
+                 prefix_codes: Sequence[jax.Array] = ()
                  ) -> tuple[state_lib.DecodeState, list[jax.Array],
                             jax.Array, list[jax.Array]]:
   """Generates one image per (conditional) row, from <boi> to <eoi>.
+
+  With `prefix_codes`, the first m = len(prefix_codes) scales are not
+  sampled but given, and only scales m+1..K are drawn: the continuations of
+  a fixed coarse image (GRPO's value estimate of a prefix, variations of an
+  image, the "which scales decide the image" probe). Their logits are still
+  computed (and returned with `return_logits`), so the log-probability of
+  the given codes under the model is available too.
 
   Args:
     model, params: NextFlow and its params.
@@ -96,6 +104,8 @@ def sample_image(model: nextflow.NextFlow, params: Any,
     cfg: whether the batch carries unconditional twins.
     active: (rows,) bool; inactive rows write padding (see `state`).
     return_logits: also return each scale's (guided) logits.
+    prefix_codes: m <= K arrays (B, h_k, w_k) int32, the codes of the first
+      m scales of `schedule`.
 
   Returns:
     (state after <eoi>, K codes (B, h_k, w_k) int32, (rows, width) hidden
@@ -105,6 +115,7 @@ def sample_image(model: nextflow.NextFlow, params: Any,
   rows = state.batch_size
   batch_size = rows // 2 if cfg else rows
   num = len(schedule)
+  _check_prefix(prefix_codes, schedule, batch_size)
   boi_time, boi_block = state.time, state.block + 1
   fields, _ = state_lib.text_fields(jnp.full((rows,), vocab.BOI_ID), state,
                                     active)
@@ -122,8 +133,12 @@ def sample_image(model: nextflow.NextFlow, params: Any,
       logits = filters.guide(logits[:batch_size], logits[batch_size:],
                              guidance[k])
     scale_keys = jax.vmap(lambda key: jax.random.fold_in(key, k))(keys)  # pylint: disable=cell-var-from-loop
-    sampled = filters.sample_rows(logits, scale_keys, top_k=top_k[k],
-                                  top_p=top_p[k], temperature=temperature[k])
+    if k < len(prefix_codes):
+      sampled = prefix_codes[k].reshape(batch_size, -1).astype(jnp.int32)
+    else:
+      sampled = filters.sample_rows(logits, scale_keys, top_k=top_k[k],
+                                    top_p=top_p[k],
+                                    temperature=temperature[k])
     codes.append(sampled.reshape(batch_size, *schedule[k]))
     previous = jnp.concatenate([sampled, sampled]) if cfg else sampled
     if return_logits:
@@ -131,6 +146,20 @@ def sample_image(model: nextflow.NextFlow, params: Any,
   state, hidden = state_lib.close_image(model, params, state, boi_time + num,
                                        boi_block + num - 1, active)
   return state, codes, hidden, all_logits
+
+
+def _check_prefix(prefix_codes: Sequence[jax.Array],
+                  schedule: scales.Schedule, batch_size: int) -> None:
+  """Prefix codes must be the first scales of `schedule`, one per row."""
+  if len(prefix_codes) > len(schedule):
+    raise ValueError(f"{len(prefix_codes)} prefix scales for a schedule of "
+                     f"{len(schedule)} ({scales.format_schedule(schedule)}).")
+  for k, codes in enumerate(prefix_codes):
+    want = (batch_size, *schedule[k])
+    if tuple(codes.shape) != want:
+      raise ValueError(f"prefix scale {k + 1} has shape {tuple(codes.shape)}"
+                       f"; the schedule {scales.format_schedule(schedule)} "
+                       f"with {batch_size} rows needs {want}.")
 
 
 def cache_length(prompt_len: int, schedule: scales.Schedule,
@@ -144,12 +173,15 @@ def make_generate(model: nextflow.NextFlow, *, schedule: scales.Schedule,
                   cfg: bool, num_images: int = 1,
                   separator: int = vocab.SPECIAL_IDS["<frame>"],
                   return_logits: bool = False):
-  """A jitted `(params, prompts, time, block, keys, knobs) -> codes, logits`.
+  """A jitted `(params, prompts, time, block, keys, knobs, prefix=())
+  -> codes, logits`.
 
   prompts / time / block come from `state.stack_prompts` (2B rows with CFG:
   conditional prompts, then unconditional); keys are (B,) row keys;
-  knobs = {"temperature", "top_p", "guidance"}, each (K,). The prefill and
-  all scale steps are one compiled program.
+  knobs = {"temperature", "top_p", "guidance"}, each (K,); prefix: codes
+  of the first scales of every image (`sample_image`'s `prefix_codes`; one
+  program per prefix length). The prefill and all scale steps are one
+  compiled program.
 
   With `num_images` > 1 (video frames), consecutive images are separated
   by the `separator` text token and image i > 0 samples with keys
@@ -160,7 +192,7 @@ def make_generate(model: nextflow.NextFlow, *, schedule: scales.Schedule,
   top_k = tuple(None if k is None else int(k) for k in top_k)
   schedule = tuple(tuple(s) for s in schedule)
 
-  def generate(params, prompts, time, block, keys, knobs):
+  def generate(params, prompts, time, block, keys, knobs, prefix=()):
     max_len = prompts["tokens"].shape[1] + num_images * (
         cache_length(0, schedule) + 1)
     state, _ = state_lib.prefill(model, params, prompts, time, block, max_len)
@@ -178,7 +210,7 @@ def make_generate(model: nextflow.NextFlow, *, schedule: scales.Schedule,
           model, params, state, schedule=schedule, layout=layout,
           keys=image_keys, top_k=top_k, temperature=knobs["temperature"],
           top_p=knobs["top_p"], guidance=knobs["guidance"], cfg=cfg,
-          active=active, return_logits=return_logits)
+          active=active, return_logits=return_logits, prefix_codes=prefix)
       images.append(codes)
       all_logits.append(logits)
     if num_images == 1:

@@ -24,9 +24,18 @@ with their reward under each image), grpo_report.json, and
 `bundle/`, the tuned model as a bundle (load it with
 `Generator.from_pretrained`).
 
-VMR (`rl.grpo.soft_value`) is not wired into the trainer yet: rollouts run
-every scale with the policy and the reward of the final image is the return
-of every prefix.
+VMR (VAR-RL's "value as middle return", `grpo.vmr_continuations` K > 0):
+the return of a rollout's prefix (its first m scales, the ones the update
+tunes) is not the reward of its own final image but the soft value
+V = eta * log mean_k exp(R_k / eta) of K fresh continuations of that prefix
+(`Generator.text_to_image(prefix_codes=...)`, scales m+1.. sampled by the
+current policy with the rollout knobs); group advantages are taken over V.
+This removes the finer scales' sampling noise from the prefix's credit at
+the cost of K more images per rollout. VAR-RL's optional suffix updates
+(the finer scales trained on their own rewards, alternating 1:3 with prefix
+updates) are not implemented: with prefix tuning the finer scales keep the
+pretrained policy. With K = 0 the final image's reward is the return of
+every prefix (plain GRPO).
 """
 
 from __future__ import annotations
@@ -85,6 +94,8 @@ class Settings:
   guidance: float
   top_k: int
   max_prompt_len: int
+  vmr_continuations: int
+  vmr_eta: float
 
   @classmethod
   def from_config(cls, section: ml_collections.ConfigDict) -> "Settings":
@@ -126,6 +137,17 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if g.ratio not in ("scale", "cell"):
     raise config_lib.ConfigError("grpo.ratio", g.ratio,
                                  "choose 'scale' or 'cell'.")
+  if g.vmr_continuations < 0:
+    raise config_lib.ConfigError("grpo.vmr_continuations",
+                                 g.vmr_continuations,
+                                 "must be >= 0 (0 = VMR off).")
+  if g.vmr_eta <= 0:
+    raise config_lib.ConfigError("grpo.vmr_eta", g.vmr_eta, "must be > 0.")
+  if g.vmr_continuations and not g.prefix_scales:
+    raise config_lib.ConfigError(
+        "grpo.vmr_continuations", g.vmr_continuations,
+        "VMR values a prefix of the scales; set grpo.prefix_scales to m < "
+        "the number of scales, or vmr_continuations=0.")
   if g.inner_steps < 1:
     raise config_lib.ConfigError("grpo.inner_steps", g.inner_steps,
                                  "must be >= 1.")
@@ -193,6 +215,32 @@ def rollout_batch(gen: generator_lib.Generator, prompts: list[str],
     docs.append(sequences.pad(sequences.build(
         parts, gen.layout, codebook_size=gen.model.codebook_size), seq_len))
   return {k: np.stack([d[k] for d in docs]) for k in docs[0]}
+
+
+def prefix_values(gen: generator_lib.Generator, reward_fn, texts: list[str],
+                  prefix_codes: list[np.ndarray],
+                  knobs: generator_lib.SamplingConfig, continuations: int,
+                  eta: float) -> np.ndarray:
+  """VMR: (B,) soft values of B prefixes from K continuations each.
+
+  Args:
+    gen: the generator holding the current policy.
+    reward_fn: `rewards.combined(...)`.
+    texts: B prompts.
+    prefix_codes: the first m scales of B rollouts, each (B, h_k, w_k).
+    knobs: sampling config of the continuations (their seed included).
+    continuations: K.
+    eta: the soft value's temperature.
+
+  Returns:
+    V_b = eta * log mean_k exp(R_bk / eta), float32 (B,).
+  """
+  many = [t for t in texts for _ in range(continuations)]
+  prefix = [np.repeat(c, continuations, axis=0) for c in prefix_codes]
+  images = gen.text_to_image(many, knobs, prefix_codes=prefix)
+  rewards, _ = reward_fn(images.pixels, many)
+  return np.asarray(grpo.soft_value(
+      np.reshape(rewards, (len(texts), continuations)), eta))
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -282,10 +330,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     start = time.perf_counter()
     texts = [p["prompt"] for p in prompt_batch for _ in range(s.group_size)]
     gen.params = state["params"]
-    images = gen.text_to_image(texts, dataclasses.replace(
-        knobs, seed=config.seed * 1_000_003 + step))
+    seed = config.seed * 1_000_003 + step
+    images = gen.text_to_image(texts, dataclasses.replace(knobs, seed=seed))
     total, parts = reward_fn(images.pixels, texts)
-    adv = grpo.group_advantages(total, s.group_size)
+    returns = total
+    if s.vmr_continuations:
+      returns = prefix_values(gen, reward_fn, texts, images.codes[:prefix],
+                              dataclasses.replace(knobs, seed=seed + 2**30),
+                              s.vmr_continuations, s.vmr_eta)
+    adv = grpo.group_advantages(returns, s.group_size)
     batch = sharding.shard_batch(rollout_batch(gen, texts, images.codes,
                                                seq_len), mesh)
     old = log_probs(state["params"], batch)
@@ -298,6 +351,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     out = {k: float(v) for k, v in m.items() if k != "entropy"}
     out.update({f"entropy/scale_{k + 1}": float(v)
                 for k, v in enumerate(m["entropy"])})
+    if s.vmr_continuations:
+      out["vmr/value_mean"] = float(np.mean(returns))
     out.update({"reward/mean": float(total.mean()),
                 "reward/std": float(total.std()),
                 "rollout_tokens_per_sec": rows * scales.token_count(
@@ -333,7 +388,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         params_of=lambda st: st["params"], evaluate=evaluate)
   writer.close()
   report = {"updates": step, "minutes": round(minutes, 2),
-            "prefix_scales": prefix, "rollouts_per_update": rows}
+            "prefix_scales": prefix, "rollouts_per_update": rows,
+            "vmr_continuations": s.vmr_continuations}
   if jax.process_index() == 0:
     # A resumed run replaces the bundle of the previous one.
     final = os.path.join(workdir, BUNDLE_DIR)

@@ -79,6 +79,32 @@ def test_text_to_image_is_seeded_and_decodes(gen):
   np.testing.assert_array_equal(a.pixels, gen.decode(a.codes, SCHEDULE))
 
 
+def test_prefix_codes_fix_the_coarse_scales_and_sample_the_rest(gen):
+  a = gen.text_to_image(TEXTS[:2], Config(seed=1))
+  # Its own coarse scales and seed: the same image, so the given scales
+  # enter the sampler exactly as if it had drawn them.
+  same = gen.text_to_image(TEXTS[:2], Config(seed=1), prefix_codes=a.codes[:2])
+  for x, y in zip(same.codes, a.codes):
+    np.testing.assert_array_equal(x, y)
+  # Another image's coarse scales: kept as given, the finest one resampled.
+  other = gen.text_to_image(TEXTS[:2], Config(seed=2))
+  mixed = gen.text_to_image(TEXTS[:2], Config(seed=1),
+                            prefix_codes=other.codes[:2])
+  for k in range(2):
+    np.testing.assert_array_equal(mixed.codes[k], other.codes[k])
+  assert (mixed.codes[2] != a.codes[2]).any()
+  # Every scale given: the image is the decode of those codes.
+  whole = gen.text_to_image(TEXTS[:2], Config(seed=5), prefix_codes=a.codes)
+  np.testing.assert_array_equal(whole.pixels, a.pixels)
+  with pytest.raises(ValueError, match=r"prefix scale 2 has shape \(2, 3, 3\)"
+                     r"; the schedule 1x1,2x2,4x4 with 2 rows needs "
+                     r"\(2, 2, 2\)"):
+    gen.text_to_image(TEXTS[:2], prefix_codes=[
+        a.codes[0], np.zeros((2, 3, 3), np.int32)])
+  with pytest.raises(ValueError, match="4 prefix scales for a schedule of 3"):
+    gen.text_to_image(TEXTS[:2], prefix_codes=a.codes + a.codes[:1])
+
+
 def test_other_aspect_ratios_and_no_guidance(gen):
   out = gen.text_to_image(TEXTS[:1], Config(
       schedule="1x1,2x3,4x6", guidance=0.0, guidance_schedule="constant"))

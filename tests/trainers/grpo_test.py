@@ -134,7 +134,50 @@ def test_resume_after_a_checkpoint_equals_an_uninterrupted_run(
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_vmr_values_each_prefix_by_its_own_continuations(tiny_bundle):
+  gen = generator_lib.Generator.from_pretrained(tiny_bundle)
+  texts = ["a red circle", "a blue square"]
+  prefix = gen.text_to_image(texts, generator_lib.SamplingConfig(
+      seed=3, guidance=0.0)).codes[:2]
+  knobs = generator_lib.SamplingConfig(seed=9, guidance=0.0, top_p=1.0)
+  reward_fn = rewards.combined(("test_redness",), (1.0,))
+  # The continuations, drawn here as the trainer draws them.
+  many = [t for t in texts for _ in range(3)]
+  continued = gen.text_to_image(many, knobs, prefix_codes=[
+      np.repeat(c, 3, axis=0) for c in prefix])
+  for got, given in zip(continued.codes[:2], prefix):
+    np.testing.assert_array_equal(got, np.repeat(given, 3, axis=0))
+  r, _ = reward_fn(continued.pixels, many)
+  r = np.reshape(r, (2, 3))
+  assert (r.max(1) > r.min(1)).any()  # continuations of a prefix differ
+  # Large eta: the mean of a prefix's own three rewards (up to
+  # var / (2 eta)); eta -> 0: their max.
+  mean = grpo_trainer.prefix_values(gen, reward_fn, texts, prefix, knobs, 3,
+                                    100.0)
+  best = grpo_trainer.prefix_values(gen, reward_fn, texts, prefix, knobs, 3,
+                                    1e-4)
+  np.testing.assert_allclose(mean, r.mean(1), atol=1e-4)
+  np.testing.assert_allclose(best, r.max(1), atol=1e-3)
+
+
+def test_a_vmr_run_updates_the_policy(tiny_bundle, tmp_path):
+  config = grpo_config(tiny_bundle, **{
+      "train.num_steps": 1, "grpo.vmr_continuations": 2,
+      "train.eval_every_steps": 1, "train.ckpt_every_steps": 1})
+  trainers.validate(config, str(tmp_path))
+  report = grpo_trainer.run(config, str(tmp_path))
+  assert report["vmr_continuations"] == 2
+  scalars = metrics.read_scalars(str(tmp_path))
+  assert "vmr/value_mean" in scalars, sorted(scalars)
+  start = bundle.load(tiny_bundle).params
+  after = _params(str(tmp_path), 1)
+  assert np.abs(np.asarray(after["visual_head"]) -
+                np.asarray(start["visual_head"])).max() > 0
+
+
 @pytest.mark.parametrize("key,value,match", [
+    ("grpo.vmr_continuations", -1, r"must be >= 0 \(0 = VMR off\)"),
+    ("grpo.vmr_eta", 0.0, r"must be > 0"),
     ("grpo.group_size", 1, r"must be >= 2"),
     ("grpo.ratio", "token", r"choose 'scale' or 'cell'"),
     ("grpo.rewards", ("ocr",), r"no reward named 'ocr'"),
@@ -145,6 +188,14 @@ def test_resume_after_a_checkpoint_equals_an_uninterrupted_run(
 def test_bad_input_grpo_values(tiny_bundle, key, value, match, tmp_path):
   config = grpo_config(tiny_bundle, **{key: value})
   with pytest.raises(config_lib.ConfigError, match=match):
+    trainers.validate(config, str(tmp_path))
+
+
+def test_bad_input_grpo_vmr_needs_a_prefix(tiny_bundle, tmp_path):
+  config = grpo_config(tiny_bundle, **{"grpo.prefix_scales": 0,
+                                       "grpo.vmr_continuations": 2})
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"VMR values a prefix of the scales"):
     trainers.validate(config, str(tmp_path))
 
 
