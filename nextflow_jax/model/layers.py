@@ -182,7 +182,8 @@ class Attention(nn.Module):
   @nn.compact
   def __call__(self, x_BLD: jax.Array, positions_BL3: jax.Array,
                segment_ids_BL: jax.Array, block_ids_BL: jax.Array, *,
-               decode: bool = False) -> jax.Array:
+               decode: bool = False, kv_len: int | None = None
+               ) -> jax.Array:
     """Attends every token to the keys `attention_mask` allows.
 
     Args:
@@ -193,6 +194,11 @@ class Attention(nn.Module):
       decode: use and extend the KV cache (see the module docstring). The
         caller keeps cache_index + L <= max_len; past the end the write
         would be clamped silently.
+      kv_len: with `decode`, a static bound on the filled cache length
+        after this call (cache_index + L <= kv_len): only the first kv_len
+        slots are read, so attention costs what the filled prefix does
+        rather than the whole cache. The slots past it are empty (segment
+        0, masked), so the result is the same. None: read every slot.
 
     Returns:
       (B, L, D) in `dtype`; zeros at padding queries.
@@ -260,9 +266,14 @@ class Attention(nn.Module):
           cache[name].value = jax.lax.dynamic_update_slice(
               cache[name].value, new, start)
         index.value = i + length
-        k, v = cache["cached_key"].value, cache["cached_value"].value
-        segment_k = cache["cached_segment"].value
-        block_k = cache["cached_block"].value
+        if kv_len is not None and not length <= kv_len <= max_len:
+          raise ValueError(f"Attention decode: kv_len={kv_len} must lie in "
+                           f"[{length}, {max_len}] (new tokens, cache size).")
+        read = slice(None, kv_len)
+        k = cache["cached_key"].value[:, read]
+        v = cache["cached_value"].value[:, read]
+        segment_k = cache["cached_segment"].value[:, read]
+        block_k = cache["cached_block"].value[:, read]
 
     mask_BLS = attention_mask(segment_ids_BL, block_ids_BL, segment_k,
                               block_k)

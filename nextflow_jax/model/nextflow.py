@@ -146,15 +146,18 @@ class NextFlow(nn.Module):
     return nn.with_logical_constraint(x, ACT)
 
   def __call__(self, batch: dict[str, jax.Array], *,
-               decode: bool = False) -> jax.Array:
-    """(B, L) sequence inputs -> (B, L, width) final hidden states."""
+               decode: bool = False, kv_len: int | None = None) -> jax.Array:
+    """(B, L) sequence inputs -> (B, L, width) final hidden states.
+
+    `decode` and `kv_len`: the KV cache (`transformer.Transformer`).
+    """
     ids = batch["tokens"]
     if batch["positions"].shape != ids.shape + (3,):
       raise ValueError(f"positions have shape {batch['positions'].shape}; "
                        f"expected {ids.shape + (3,)}.")
     return self.decoder(self.embed(batch), batch["positions"],
                         batch["segment_ids"], batch["block_ids"],
-                        decode=decode)
+                        decode=decode, kv_len=kv_len)
 
   def text_logits(self, hidden: jax.Array) -> jax.Array:
     """(..., width) -> (..., text_vocab_size) float32 logits."""

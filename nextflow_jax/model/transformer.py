@@ -61,6 +61,7 @@ class DecoderBlock(nn.Module):
   norm_eps: float = 1e-6
   qkv_bias: bool = True
   decode: bool = False
+  kv_len: int | None = None  # see `layers.Attention`
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -78,7 +79,7 @@ class DecoderBlock(nn.Module):
         rope_theta=self.rope_theta, mrope_sections=self.mrope_sections,
         qkv_bias=self.qkv_bias, name="attn", **kw)(
             h, positions_BL3, segment_ids_BL, block_ids_BL,
-            decode=self.decode)
+            decode=self.decode, kv_len=self.kv_len)
     x = nn.with_logical_constraint(x + h, layers.TOKEN_AXES)
     h = layers.RMSNorm(self.norm_eps, param_dtype=self.param_dtype,
                        name="mlp_norm")(x)
@@ -108,7 +109,7 @@ class Transformer(nn.Module):
   @nn.compact
   def __call__(self, x_BLD: jax.Array, positions_BL3: jax.Array,
                segment_ids_BL: jax.Array, block_ids_BL: jax.Array, *,
-               decode: bool = False) -> jax.Array:
+               decode: bool = False, kv_len: int | None = None) -> jax.Array:
     """Runs the stack.
 
     Args:
@@ -123,6 +124,8 @@ class Transformer(nn.Module):
         `apply({"params": p, "cache": c}, ..., decode=True,
         mutable=["cache"])` with L new tokens per call, keeping the total
         <= max_len.
+      kv_len: with `decode`, a static bound on the filled cache length after
+        this call; attention reads only that prefix (`layers.Attention`).
 
     Returns:
       (B, L, width) in `dtype`, after the final RMSNorm.
@@ -154,7 +157,7 @@ class Transformer(nn.Module):
         mrope_sections=rope.resolve_sections(self.mrope_sections,
                                              self.head_dim),
         norm_eps=self.norm_eps, qkv_bias=self.qkv_bias, decode=decode,
-        dtype=self.dtype, param_dtype=self.param_dtype)
+        kv_len=kv_len, dtype=self.dtype, param_dtype=self.param_dtype)
     x = nn.with_logical_constraint(x_BLD.astype(self.dtype),
                                    layers.TOKEN_AXES)
     args = (positions_BL3.astype(jnp.float32), segment_ids_BL, block_ids_BL)

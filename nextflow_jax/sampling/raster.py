@@ -135,7 +135,8 @@ def sample_image(model: nextflow.NextFlow, params: Any,
   logits_out = (jnp.zeros((batch_size, n, model.codebook_size), jnp.float32)
                 if return_logits else None)
   state, hidden, codes, logits_out = jax.lax.fori_loop(
-      0, n - 1, step, (state, hidden[:, -1], codes, logits_out))
+      0, n - 1, step, (state.forget_length(), hidden[:, -1], codes,
+                       logits_out))
   _, codes, logits_out = pick(n - 1, hidden, codes, logits_out)
   state, hidden = state_lib.close_image(model, params, state, boi_time + n,
                                        boi_block + n - 1, active)

@@ -14,6 +14,13 @@ holds exactly what one full forward over each row's document would see.
 
 Prompts are left-padded to a common length (`stack_prompts`); padding is
 segment 0 as well, so prompts of any length share one compiled program.
+
+Prefix-sized reads: where the number of filled positions is known when the
+program is traced (after the prefill and in the Python-unrolled scale loop
+of next-scale sampling, `DecodeState.filled`), attention reads only that
+prefix of the cache instead of all `max_len` slots. Inside a `lax` loop
+(text tokens, raster cells) the count is traced, so the samplers drop it
+(`forget_length`) and those steps read the whole cache.
 """
 
 from __future__ import annotations
@@ -43,10 +50,18 @@ class DecodeState:
     cache: the model's "cache" collection (every layer's keys and values).
     time: (B,) int32 RoPE time of the row's next text position.
     block: (B,) int32 last block id the row used.
+    filled: positions written so far when known at trace time (a static
+      Python int, part of the tree structure), else None.
   """
   cache: Any
   time: jax.Array
   block: jax.Array
+  filled: int | None = flax.struct.field(pytree_node=False, default=None)
+
+  def forget_length(self) -> "DecodeState":
+    """The same state without its static length (the carry of a loop
+    whose steps append: every step must have the same structure)."""
+    return self.replace(filled=None)
 
   @property
   def batch_size(self) -> int:
@@ -118,9 +133,11 @@ def append(model: nextflow.NextFlow, params: Any, state: DecodeState,
   batch = dict(fields)
   batch["segment_ids"] = jnp.broadcast_to(
       active.astype(jnp.int32)[:, None], fields["tokens"].shape)
+  filled = None if state.filled is None else state.filled + length
   hidden, mutated = model.apply({"params": params, "cache": state.cache},
-                                batch, decode=True, mutable=["cache"])
-  return state.replace(cache=mutated["cache"]), hidden
+                                batch, decode=True, kv_len=filled,
+                                mutable=["cache"])
+  return state.replace(cache=mutated["cache"], filled=filled), hidden
 
 
 def text_fields(tokens: jax.Array, state: DecodeState, active: jax.Array
@@ -220,8 +237,9 @@ def prefill(model: nextflow.NextFlow, params: Any, prompts: dict[str, Any],
                      f"max_len={max_len}.")
   batch = dict(fields, segment_ids=jnp.asarray(prompts["segment_ids"]))
   hidden, mutated = model.apply({"params": params, "cache": state.cache},
-                                batch, decode=True, mutable=["cache"])
-  return state.replace(cache=mutated["cache"]), hidden[:, -1]
+                                batch, decode=True, kv_len=length,
+                                mutable=["cache"])
+  return state.replace(cache=mutated["cache"], filled=length), hidden[:, -1]
 
 
 def row_keys(seed: int, first_row: int, batch_size: int) -> jax.Array:

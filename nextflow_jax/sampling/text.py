@@ -68,7 +68,7 @@ def sample_text(model: nextflow.NextFlow, params: Any,
   if stops.size == 0:
     stops = jnp.full((1,), -1, jnp.int32)
   carry = {
-      "state": state, "hidden": last_hidden, "step": jnp.zeros((), jnp.int32),
+      "state": state.forget_length(), "hidden": last_hidden, "step": jnp.zeros((), jnp.int32),
       "tokens": jnp.full((rows, max_new_tokens), vocab.PAD_ID, jnp.int32),
       "lengths": jnp.zeros((rows,), jnp.int32),
       "stop": jnp.full((rows,), -1, jnp.int32),

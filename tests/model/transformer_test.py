@@ -115,6 +115,29 @@ def test_kv_cache_matches_full_forward(setup, decoder, layout):
   assert not attn_cache["cached_segment"][:, :, L:].any()
 
 
+def test_prefix_sized_cache_reads_equal_whole_cache_reads(setup, decoder):
+  pos, seg, blk = _layout("packed")
+  x = _x(1)
+  cache, step = decoder
+  whole, short = cache, cache
+  prefix_step = jax.jit(functools.partial(setup.model.apply, decode=True,
+                                          mutable=["cache"]),
+                        static_argnames="kv_len")
+  for a, b in CHUNKS:
+    args = (x[:, a:b], pos[:, a:b], seg[:, a:b], blk[:, a:b])
+    want, whole = step({"params": setup.params["params"], "cache": whole},
+                       *args)
+    got, short = prefix_step({"params": setup.params["params"],
+                              "cache": short}, *args, kv_len=b)
+    whole, short = whole["cache"], short["cache"]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+  with pytest.raises(ValueError, match=r"kv_len=2 must lie in \[3, 32\]"):
+    jax.eval_shape(functools.partial(setup.model.apply, decode=True,
+                                     mutable=["cache"], kv_len=2),
+                   {"params": setup.params["params"], "cache": short},
+                   *(a[:, :3] for a in (x, pos, seg, blk)))
+
+
 def test_decode_overflowing_the_cache_raises(setup, decoder):
   cache, _ = decoder
   too_long = (jnp.zeros((B, MAX_LEN + 1, CONFIG["width"])),

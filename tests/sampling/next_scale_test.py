@@ -111,3 +111,22 @@ def test_greedy_sampling_takes_the_arg_max(setup):
   for c, l in zip(codes, logits):
     np.testing.assert_array_equal(np.asarray(c).reshape(2, -1),
                                   np.argmax(np.asarray(l), -1))
+
+
+def test_scale_steps_read_only_the_filled_cache_prefix(setup):
+  """The filled length is static through prefill and the scale loop, so each
+  scale's attention reads that prefix, not the whole cache."""
+  fields, time, block = state_lib.stack_prompts(
+      [_doc(p) for p in PROMPTS], PROMPT_LEN)
+  max_len = PROMPT_LEN + next_scale.cache_length(0, SCHEDULE) + 16
+  state, _ = state_lib.prefill(setup.model, setup.params, fields, time, block,
+                               max_len)
+  assert state.filled == PROMPT_LEN
+  state, codes, _, _ = next_scale.sample_image(
+      setup.model, setup.params, state, schedule=SCHEDULE, layout=LAYOUT,
+      keys=state_lib.row_keys(0, 0, len(PROMPTS)), top_k=(None,) * 4,
+      temperature=jnp.ones(4), top_p=jnp.ones(4), guidance=jnp.zeros(4),
+      cfg=False, active=jnp.ones((len(PROMPTS),), bool))
+  assert state.filled == PROMPT_LEN + next_scale.cache_length(0, SCHEDULE)
+  assert int(state.length) == state.filled
+  assert codes[-1].shape == (len(PROMPTS),) + SCHEDULE[-1]
