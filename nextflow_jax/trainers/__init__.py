@@ -26,6 +26,7 @@ TRAINERS = {
     "pretrain": "nextflow_jax.trainers.pretrain",
     "sample": "nextflow_jax.trainers.sample",
     "grpo": "nextflow_jax.trainers.grpo",
+    "pipeline": "nextflow_jax.trainers.pipeline",
 }
 
 
