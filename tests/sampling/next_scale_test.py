@@ -119,14 +119,20 @@ def test_scale_steps_read_only_the_filled_cache_prefix(setup):
   fields, time, block = state_lib.stack_prompts(
       [_doc(p) for p in PROMPTS], PROMPT_LEN)
   max_len = PROMPT_LEN + next_scale.cache_length(0, SCHEDULE) + 16
-  state, _ = state_lib.prefill(setup.model, setup.params, fields, time, block,
-                               max_len)
-  assert state.filled == PROMPT_LEN
-  state, codes, _, _ = next_scale.sample_image(
-      setup.model, setup.params, state, schedule=SCHEDULE, layout=LAYOUT,
-      keys=state_lib.row_keys(0, 0, len(PROMPTS)), top_k=(None,) * 4,
-      temperature=jnp.ones(4), top_p=jnp.ones(4), guidance=jnp.zeros(4),
-      cfg=False, active=jnp.ones((len(PROMPTS),), bool))
+
+  def run(params, fields, time, block):
+    state, _ = state_lib.prefill(setup.model, params, fields, time, block,
+                                 max_len)
+    prefilled = state.filled
+    state, codes, _, _ = next_scale.sample_image(
+        setup.model, params, state, schedule=SCHEDULE, layout=LAYOUT,
+        keys=state_lib.row_keys(0, 0, len(PROMPTS)), top_k=(None,) * 4,
+        temperature=jnp.ones(4), top_p=jnp.ones(4), guidance=jnp.zeros(4),
+        cfg=False, active=jnp.ones((len(PROMPTS),), bool))
+    assert prefilled == PROMPT_LEN  # static: checked while tracing
+    return state, codes
+
+  state, codes = jax.jit(run)(setup.params, fields, time, block)
   assert state.filled == PROMPT_LEN + next_scale.cache_length(0, SCHEDULE)
   assert int(state.length) == state.filled
   assert codes[-1].shape == (len(PROMPTS),) + SCHEDULE[-1]

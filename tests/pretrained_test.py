@@ -1,0 +1,66 @@
+# Copyright 2026 The nextflow_jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""The shipped model does what it did when it was recorded.
+
+`pretrained/shapes-cpu/check.json` (written by experiments/bundle_check.py)
+holds one number per path through the bundle: the tokenizer's
+reconstruction score, the model's likelihood of held-out codes, VQA
+accuracy, and the shapes-GenEval of a fixed prompt spread. Recomputing them
+must give the same numbers up to the margins below: a change that breaks the
+sampler, the tokenizer or the parameter layout (without re-exporting the
+bundle) fails here.
+"""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+from nextflow_jax import bundle
+from nextflow_jax.sampling import generator as generator_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUNDLE = os.path.join(ROOT, "pretrained", "shapes-cpu")
+# Float differences between machines may flip a borderline image or two.
+MARGINS = {"reconstruction": 0.08, "vqa_accuracy": 0.1}
+GENERATION_MARGINS = {"overall": 0.15, "correct_images": 0.1,
+                      "mean_check_fraction": 0.08}
+NLL_RELATIVE = 0.01
+
+
+def _bundle_check():
+  spec = importlib.util.spec_from_file_location(
+      "bundle_check", os.path.join(ROOT, "experiments", "bundle_check.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture(scope="module")
+def measured():
+  with open(os.path.join(BUNDLE, "check.json")) as f:
+    recorded = json.load(f)
+  gen = generator_lib.Generator.from_pretrained(BUNDLE)
+  return recorded, _bundle_check().measure(gen, recorded["settings"])
+
+
+def test_shipped_bundle_is_small_and_self_contained():
+  size = sum(os.path.getsize(os.path.join(d, f))
+             for d, _, files in os.walk(BUNDLE) for f in files)
+  assert size <= 40 * 2**20, f"{BUNDLE} is {size / 2**20:.1f} MiB"
+  config = bundle.read_config(BUNDLE)
+  assert config["schedule"] and config["provenance"]
+
+
+def test_shipped_bundle_measures_as_recorded(measured):
+  recorded, now = measured
+  for key, margin in MARGINS.items():
+    assert abs(now[key] - recorded[key]) <= margin, (key, now[key],
+                                                     recorded[key])
+  assert abs(now["code_nll"] - recorded["code_nll"]) <= (
+      NLL_RELATIVE * recorded["code_nll"]), (now["code_nll"],
+                                             recorded["code_nll"])
+  for key, margin in GENERATION_MARGINS.items():
+    got, want = now["generation"][key], recorded["generation"][key]
+    assert abs(got - want) <= margin, (key, got, want)
