@@ -5,40 +5,24 @@
 import datetime
 import json
 import os
-import platform
 import subprocess
 
-import jax
+from nextflow_jax.evals import report
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                            "results")
 
 
 def machine() -> dict:
-  """CPU model, core count, memory, accelerator and software versions."""
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next(l.split(":", 1)[1].strip() for l in f
-                 if l.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  try:
-    with open("/proc/meminfo") as f:
-      mem_gib = int(f.readline().split()[1]) / 2**20
-  except OSError:
-    mem_gib = None
+  """CPU model, core count, memory, accelerator, software versions and the
+  commit."""
   try:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True, check=True,
                             cwd=os.path.dirname(__file__)).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     commit = None
-  return {"cpu": cpu, "cores": os.cpu_count(),
-          "memory_gib": round(mem_gib, 1) if mem_gib else None,
-          "devices": [str(d.device_kind) for d in jax.devices()],
-          "jax": jax.__version__, "python": platform.python_version(),
-          "commit": commit}
+  return {**report.machine(), "commit": commit}
 
 
 def write_result(name: str, result: dict) -> str:

@@ -62,7 +62,8 @@ def _newest(workdir: str, pattern: str) -> str | None:
 
 
 def machine() -> dict[str, Any]:
-  """CPU, cores and accelerator the report's numbers come from."""
+  """CPU model, cores, memory, accelerators and versions that numbers come
+  from (the report's and the benchmark scripts')."""
   cpu = platform.processor() or platform.machine()
   try:
     with open("/proc/cpuinfo") as f:
@@ -70,9 +71,14 @@ def machine() -> dict[str, Any]:
                  if l.startswith("model name"))
   except (OSError, StopIteration):
     pass
-  return {"cpu": cpu, "cores": os.cpu_count(),
+  try:
+    with open("/proc/meminfo") as f:
+      mem_gib = round(int(f.readline().split()[1]) / 2**20, 1)
+  except OSError:
+    mem_gib = None
+  return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem_gib,
           "devices": sorted({d.device_kind for d in jax.devices()}),
-          "jax": jax.__version__}
+          "jax": jax.__version__, "python": platform.python_version()}
 
 
 def collect(workdir: str, stages: dict[str, Any]) -> dict[str, Any]:
