@@ -45,9 +45,9 @@ from nextflow_jax.trainers import grpo as grpo_trainer
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 CHECK_FILE = "check.json"
-SETTINGS = {"num_prompts": 64, "seed": 0, "guidance": 3.0,
+SETTINGS = {"num_prompts": 32, "seed": 0, "guidance": 3.0,
             "reconstruction_images": 32, "nll_images": 16,
-            "vqa_images": 16}
+            "vqa_images": 8}
 
 _BUNDLE = flags.DEFINE_string("bundle", "pretrained/shapes-cpu", "Bundle.")
 
