@@ -99,8 +99,8 @@ def test_bad_input_arg_strings(arg, match):
     ("sharding.mesh", (3, 1, 1), r"covers 3 devices but 4 are available"),
     ("sharding.rules", "zero3", r"not a rule set; choose one of"),
     ("trainer", "pretrain_everything",
-     r"choose one of \['extract', 'grpo', 'prepare_data', 'pretrain', "
-     r"'sample', 'tokenizer'\]"),
+     r"choose one of \['extract', 'grpo', 'pipeline', 'prepare_data', "
+     r"'pretrain', 'sample', 'tokenizer'\]"),
 ])
 def test_bad_input_shared_values(key, value, match, tmp_path):
   config = data_config()
