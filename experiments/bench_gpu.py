@@ -31,9 +31,7 @@ Writes experiments/results/gpu_<time>.json with the device name.
 """
 
 import os
-import statistics
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -100,16 +98,8 @@ def _prompts(rows: int):
 
 def _time(fn, args, repeats: int) -> dict:
   """Compile seconds and median execution seconds of a jitted fn."""
-  t = time.perf_counter()
-  compiled = fn.lower(*args).compile()
-  compile_s = time.perf_counter() - t
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - t)
-  return {"compile_s": round(compile_s, 2),
-          "seconds": round(statistics.median(times), 4)}
+  compile_s, seconds = common.time_program(fn, args, repeats)
+  return {"compile_s": round(compile_s, 2), "seconds": round(seconds, 4)}
 
 
 def _peak_memory_gib() -> float | None:

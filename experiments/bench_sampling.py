@@ -36,7 +36,6 @@ Writes experiments/results/sampling_<time>.json with the machine.
 """
 
 import os
-import statistics
 import sys
 import time
 
@@ -152,19 +151,6 @@ def prompts(rows: int):
   return state_lib.stack_prompts(docs, PROMPT)
 
 
-def time_program(fn, args, repeats: int) -> tuple[float, float]:
-  """(compile seconds, median execution seconds) of a jitted fn."""
-  t = time.perf_counter()
-  compiled = fn.lower(*args).compile()
-  compile_s = time.perf_counter() - t
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - t)
-  return compile_s, statistics.median(times)
-
-
 def run_one(name, model, params, side, batch, speed, estimates):
   rows = 2 * batch
   schedule = schedule_for(side)
@@ -217,7 +203,7 @@ def run_one(name, model, params, side, batch, speed, estimates):
                           f"{estimates[key + ('grid',)]} run > budget")
       entry["estimated_s"] = round(estimate, 1)
     else:
-      compile_s, seconds = time_program(
+      compile_s, seconds = common.time_program(
           fn, (params, fields, time_, block, keys, knobs),
           _REPEATS.value if (estimate or 0) < 30 else 1)
       entry.update(compile_s=round(compile_s, 2), seconds=round(seconds, 4),

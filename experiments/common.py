@@ -1,11 +1,16 @@
 # Copyright 2026 The nextflow_jax Authors.
 # SPDX-License-Identifier: Apache-2.0
-"""Shared by the benchmark scripts: machine description and result files."""
+"""Shared by the benchmark scripts: machine description, result files and
+timing of compiled programs."""
 
 import datetime
 import json
 import os
+import statistics
 import subprocess
+import time
+
+import jax
 
 from nextflow_jax.evals import report
 
@@ -33,3 +38,17 @@ def write_result(name: str, result: dict) -> str:
   with open(path, "w") as f:
     json.dump({"machine": machine(), **result}, f, indent=2)
   return path
+
+
+def time_program(fn, args, repeats: int) -> tuple[float, float]:
+  """(compile seconds, median execution seconds) of a jitted fn, compiled
+  ahead of time so that the timed calls measure execution only."""
+  t = time.perf_counter()
+  compiled = fn.lower(*args).compile()
+  compile_s = time.perf_counter() - t
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    times.append(time.perf_counter() - t)
+  return compile_s, statistics.median(times)
