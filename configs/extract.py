@@ -22,7 +22,9 @@ def _base() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.trainer = "extract"
   c.seed = 0
-  c.tokenizer_workdir = ""  # required: a workdir of configs/tokenizer.py
+  # required: a workdir of configs/tokenizer.py, or a model bundle (its
+  # vision tokenizer, e.g. pretrained/shapes-cpu)
+  c.tokenizer_workdir = ""
 
   c.data = ml_collections.ConfigDict()
   c.data.sources = ("shapes/64px", "twemoji/64px")

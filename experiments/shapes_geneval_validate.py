@@ -34,8 +34,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from nextflow_jax import bundle
 from nextflow_jax import checkpoint
 from nextflow_jax import metrics
+from nextflow_jax import scales
 from nextflow_jax import workdirs
 from nextflow_jax.data import shapes
 from nextflow_jax.evals import reconstruction
@@ -48,6 +50,12 @@ _TOKENIZERS = flags.DEFINE_list("tokenizers", [], "Tokenizer workdirs whose "
 _NAME = flags.DEFINE_string("name", "validation", "Result file name.")
 _SIZE = flags.DEFINE_enum("image_size", "64", ["32", "64"], "Which shapes "
                           "config's held-out scenes (px).")
+_DATASET = flags.DEFINE_string("dataset", "", "Shapes config of the held-out "
+                               "scenes ('': the image size's default, e.g. "
+                               "32px_8k; or 32px_8k_grid4).")
+_SCHEDULE = flags.DEFINE_string("schedule", "", "Reconstruct from the codes "
+                                "of this schedule instead of the "
+                                "tokenizer's own (e.g. 1,2,4,8).")
 _JPEG = flags.DEFINE_integer("jpeg_quality", 75, "JPEG quality (PIL's "
                              "default 75, 4:2:0 chroma subsampling).")
 
@@ -74,6 +82,8 @@ def permuted(scene: shapes.Scene, field: str, shift: int = 3) -> shapes.Scene:
 
 def tokenizer_ceiling(workdir: str, scenes, renders) -> dict:
   model, params, schedule, saved = workdirs.load_tokenizer(workdir)
+  if _SCHEDULE.value:
+    schedule = scales.parse_schedule(_SCHEDULE.value)
   if saved["data"]["image_size"] != renders.shape[1]:
     raise ValueError(f"{workdir} reads {saved['data']['image_size']} px "
                      f"images, these are {renders.shape[1]} px.")
@@ -85,23 +95,25 @@ def tokenizer_ceiling(workdir: str, scenes, renders) -> dict:
   seconds = time.perf_counter() - t0
   recons = metrics.to_uint8(recons)
   result = shapes_geneval.score_scenes(recons, scenes)
-  step = checkpoint.Checkpointer(os.path.join(
-      workdir, "checkpoints")).latest_step()
+  step = ("bundle" if bundle.is_bundle(workdir) else checkpoint.Checkpointer(
+      os.path.join(workdir, "checkpoints")).latest_step())
   grid = metrics.image_grid(np.concatenate([renders[:12], recons[:12]]),
                             num_cols=12)
   name = os.path.basename(os.path.normpath(workdir))
-  path = os.path.join(common.RESULTS_DIR, f"ceiling_{name}_{step}.png")
+  path = os.path.join(common.RESULTS_DIR, f"ceiling_{_NAME.value}_{name}_"
+                      f"{step}.png")
   metrics.save_png(path, grid)
   psnr = float(np.mean(np.asarray(reconstruction.psnr(
       recons.astype(np.float32) / 127.5 - 1, images))))
   return {"workdir": name, "step": step, "psnr": psnr,
+          "schedule": scales.format_schedule(schedule),
           "seconds": round(seconds, 2), "grid": os.path.basename(path),
           **result}
 
 
 def main(argv):
   del argv
-  config = shapes.builder_config(shapes_geneval.held_out_dataset(
+  config = shapes.builder_config(_DATASET.value or shapes_geneval.held_out_dataset(
       int(_SIZE.value)))
   scenes = shapes.split_scenes(config, "test")[:_NUM.value]
   images = [shapes.render(s) for s in scenes]
@@ -130,7 +142,8 @@ def main(argv):
                      (*shapes_geneval.grammar.CATEGORIES, "full"))
     print(f"{kind[-40:]:<40} {r['overall']:7.3f}  {cats}")
   print("wrote", common.write_result(f"shapes_geneval_{_NAME.value}", {
-      "image_size": int(_SIZE.value), "num_scenes": len(scenes),
+      "image_size": int(_SIZE.value), "dataset": config.name,
+      "num_scenes": len(scenes),
       "jpeg_quality": _JPEG.value,
       "results": results}))
 

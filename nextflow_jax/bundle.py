@@ -157,17 +157,7 @@ def load(folder: str) -> workdirs.TrainedModel:
     ValueError: the bundle's format or version is not one this library
       reads.
   """
-  path = os.path.join(folder, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{folder} is not a model bundle (no "
-                            f"{CONFIG_FILE}); export one with `python -m "
-                            "nextflow_jax.bundle --workdir=... --output=...`.")
-  with open(path) as f:
-    config = json.load(f)
-  if config.get("format") != FORMAT or config.get("version") != VERSION:
-    raise ValueError(f"{path} has format {config.get('format')!r} version "
-                     f"{config.get('version')!r}; this library reads "
-                     f"{FORMAT!r} version {VERSION}.")
+  config = _read_checked(folder)
   model = module_from_json(nextflow.NextFlow, config["model"])
   tokenizer = module_from_json(tokenizer_model_lib.VisionTokenizer,
                                config["tokenizer"])
@@ -185,10 +175,51 @@ def load(folder: str) -> workdirs.TrainedModel:
       trained_seq_len=int(config.get("trained_seq_len", 0)))
 
 
+def load_tokenizer(folder: str) -> tuple[Any, Any, scales.Schedule, dict]:
+  """The vision tokenizer of a bundle alone (no decoder is read).
+
+  Returns (model, params, schedule, saved) like `workdirs.load_tokenizer`,
+  where `saved` holds the sections a tokenizer workdir's saved config has
+  and its readers use: `tokenizer` (with `scales`) and `data.image_size`
+  (the last scale times the tokenizer's downsampling).
+  """
+  config = _read_checked(folder)
+  tokenizer = module_from_json(tokenizer_model_lib.VisionTokenizer,
+                               config["tokenizer"])
+  params = _restored(
+      checkpoint.load_tree(os.path.join(folder, TOKENIZER_DIR)),
+      tokenizer.param_dtype)
+  schedule = scales.parse_schedule(config["schedule"])
+  saved = {"tokenizer": dict(config["tokenizer"], scales=config["schedule"]),
+           "data": {"image_size": schedule[-1][0] * tokenizer.downsample}}
+  return tokenizer, params, schedule, saved
+
+
+def is_bundle(folder: str) -> bool:
+  """Whether `folder` holds a bundle (its `bundle.json`)."""
+  return os.path.exists(os.path.join(folder, CONFIG_FILE))
+
+
 def read_config(folder: str) -> dict[str, Any]:
   """The `bundle.json` of a bundle (hyper-parameters and provenance)."""
   with open(os.path.join(folder, CONFIG_FILE)) as f:
     return json.load(f)
+
+
+def _read_checked(folder: str) -> dict[str, Any]:
+  """`bundle.json` of `folder`, checked to be a format this library reads."""
+  path = os.path.join(folder, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{folder} is not a model bundle (no "
+                            f"{CONFIG_FILE}); export one with `python -m "
+                            "nextflow_jax.bundle --workdir=... --output=...`.")
+  with open(path) as f:
+    config = json.load(f)
+  if config.get("format") != FORMAT or config.get("version") != VERSION:
+    raise ValueError(f"{path} has format {config.get('format')!r} version "
+                     f"{config.get('version')!r}; this library reads "
+                     f"{FORMAT!r} version {VERSION}.")
+  return config
 
 
 def _stored(x: Any, dtype: str | None) -> np.ndarray:

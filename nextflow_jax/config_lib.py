@@ -209,11 +209,12 @@ def validate(config: ml_collections.ConfigDict, workdir: str | None) -> None:
   if "tokenizer" in config:
     _validate_tokenizer(config)
   if "tokenizer_workdir" in config:
-    path = os.path.join(config.tokenizer_workdir, "checkpoints")
-    if not config.tokenizer_workdir or not os.path.isdir(path):
+    path = config.tokenizer_workdir
+    if not path or not (os.path.isdir(os.path.join(path, "checkpoints")) or
+                        os.path.exists(os.path.join(path, "bundle.json"))):
       raise ConfigError("tokenizer_workdir", config.tokenizer_workdir,
                         "give the --workdir of a trained tokenizer (it must "
-                        "hold checkpoints/).")
+                        "hold checkpoints/) or a model bundle (bundle.json).")
   if "eval" in config and "batch_size" in config.eval:
     dp = mesh_shape[0] * mesh_shape[1]
     if config.eval.batch_size < 1 or config.eval.batch_size % dp:

@@ -11,7 +11,8 @@ sampler (`sampling/generator.py`) cannot disagree about it:
   build_tokenizer(config.tokenizer)   config section -> VisionTokenizer
   build_layout(config.layout, ...)    config section -> sequences.Layout
   code_folders(codes_dir, split)      where an extraction wrote a split
-  load_tokenizer(workdir)             a tokenizer run -> model + params
+  load_tokenizer(workdir)             a tokenizer run (or bundle) ->
+                                      model + params
   load_pretrain_run(workdir)          a pretraining run -> `TrainedModel`
 
 Config sections may be `ml_collections.ConfigDict`s or the plain dicts that
@@ -209,15 +210,22 @@ def _saved_run(workdir: str, step: int | None, what: str
 def load_tokenizer(workdir: str, mesh: jax.sharding.Mesh | None = None,
                    rules=None) -> tuple[tokenizer_model_lib.VisionTokenizer,
                                         Any, scales.Schedule, dict]:
-  """(model, params, schedule, saved config) of a tokenizer workdir.
+  """(model, params, schedule, saved config) of a tokenizer workdir, or of
+  the vision tokenizer inside a model bundle (`bundle.load_tokenizer`).
 
   Parameters are placed with the model's logical shardings on `mesh`
   (default: all devices, data parallel, i.e. replicated).
   """
-  saved, raw = _saved_run(workdir, None,
-                          "a tokenizer with configs/tokenizer.py")
-  model = build_tokenizer(saved["tokenizer"])
-  schedule = tokenizer_schedule(saved["tokenizer"])
+  # bundle.py builds on this module; imported here to keep that one-way.
+  from nextflow_jax import bundle as bundle_lib  # pylint: disable=g-import-not-at-top
+  if bundle_lib.is_bundle(workdir):
+    model, raw_params, schedule, saved = bundle_lib.load_tokenizer(workdir)
+    raw = {"params": {"tokenizer": raw_params}}
+  else:
+    saved, raw = _saved_run(workdir, None,
+                            "a tokenizer with configs/tokenizer.py")
+    model = build_tokenizer(saved["tokenizer"])
+    schedule = tokenizer_schedule(saved["tokenizer"])
   size = saved["data"]["image_size"]
   mesh = mesh or sharding.make_mesh((-1, 1, 1))
   rules = rules if rules is not None else sharding.get_rules("dp")

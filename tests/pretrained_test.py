@@ -64,3 +64,40 @@ def test_shipped_bundle_measures_as_recorded(measured):
   for key, margin in GENERATION_MARGINS.items():
     got, want = now["generation"][key], recorded["generation"][key]
     assert abs(got - want) <= margin, (key, got, want)
+
+
+def test_the_bundle_is_a_tokenizer_for_extraction(tfds_dir, tmp_path):
+  """A bundle's vision tokenizer codes new images (e.g. your own data for a
+  new model): `load_tokenizer` reads it like a tokenizer workdir, and the
+  extraction job takes the bundle as `tokenizer_workdir`."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from nextflow_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from nextflow_jax import scales  # pylint: disable=g-import-not-at-top
+  from nextflow_jax import trainers  # pylint: disable=g-import-not-at-top
+  from nextflow_jax import workdirs  # pylint: disable=g-import-not-at-top
+  from nextflow_jax.trainers import extract  # pylint: disable=g-import-not-at-top
+  model, params, schedule, saved = workdirs.load_tokenizer(BUNDLE)
+  whole = bundle.load(BUNDLE)
+  assert model == whole.tokenizer and schedule == whole.schedule
+  assert saved["data"]["image_size"] == 32
+  for a, b in zip(jax.tree.leaves(params),
+                  jax.tree.leaves(whole.tokenizer_params), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+  ext = config_lib.load_config(os.path.join(ROOT, "configs",
+                                            "extract.py:shapes32"))
+  ext.tokenizer_workdir = BUNDLE
+  ext.data.data_dir = tfds_dir
+  ext.data.sources = ("shapes/32px",)
+  ext.data.splits = ("test",)
+  ext.extract.schedule = "1,2,4,8"
+  trainers.validate(ext, str(tmp_path))
+  manifest = extract.run(ext, str(tmp_path))["test"]
+  assert manifest["num_records"] == 64
+  assert manifest["schedule"] == scales.format_schedule(
+      scales.parse_schedule("1,2,4,8"))
+
+  ext.tokenizer_workdir = str(tmp_path)  # Neither checkpoints nor a bundle.
+  with pytest.raises(config_lib.ConfigError, match=r"model bundle"):
+    trainers.validate(ext, str(tmp_path / "again"))

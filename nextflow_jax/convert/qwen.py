@@ -538,9 +538,6 @@ def read_conversion(folder: str) -> dict[str, Any]:
 def vision_tokenizer(path: str) -> tuple[Any, Any, Any]:
   """(model, params, schedule) of a tokenizer workdir, or of the vision
   tokenizer inside a model bundle."""
-  if os.path.exists(os.path.join(path, bundle_lib.CONFIG_FILE)):
-    trained = bundle_lib.load(path)
-    return trained.tokenizer, trained.tokenizer_params, trained.schedule
   model, params, schedule, _ = workdirs.load_tokenizer(path)
   return model, params, schedule
 

@@ -289,7 +289,8 @@ def relation(scene: Scene) -> str | None:
 
 
 def sample_scene(
-    rng: np.random.Generator, image_size: int, max_objects: int = MAX_OBJECTS
+    rng: np.random.Generator, image_size: int, max_objects: int = MAX_OBJECTS,
+    *, grid: int = 1,
 ) -> Scene:
   """Draws a random scene that a caption describes unambiguously.
 
@@ -297,14 +298,21 @@ def sample_scene(
   box sides in `object_size_range(image_size)`. Each object is placed uniformly
   among the positions that keep `min_gap` to the objects already placed; a
   layout that leaves no room, or two groups without a `relation`, is redrawn
-  with boxes shrunk by one more pixel, up to 20 times. After that the objects
-  (at the smallest size) are laid out on a fixed grid: one group in a 2x2 grid,
-  or the first group in a row above the second.
+  with boxes shrunk by one more pixel (`grid` pixels), up to 20 times. After
+  that the objects (at the smallest size) are laid out on a fixed grid: one
+  group in a 2x2 grid, or the first group in a row above the second.
+
+  With `grid` > 1 every box side and corner coordinate is a multiple of
+  `grid` pixels (sides: the multiples inside `object_size_range`), so that
+  with `grid` = the vision tokenizer's downsampling each object covers whole
+  latent cells and a shape is always the same pattern of codes; the fixed
+  fallback layout is kept as it is (rarely aligned).
 
   Args:
     rng: source of randomness; the scene is a function of its state.
     image_size: side S of the image in pixels, at least `MIN_IMAGE_SIZE`.
     max_objects: most objects in the scene, 1 to `MAX_OBJECTS`.
+    grid: the pixel pitch of box corners and sides (1: anywhere).
 
   Returns:
     A scene satisfying `layout_ok`, with `relation` defined if it has two
@@ -336,10 +344,14 @@ def sample_scene(
       for _ in range(count)
   ]
   lo, hi = object_size_range(image_size)
-  sizes = rng.integers(lo, hi + 1, size=len(kinds))
+  _check_grid(grid, lo, hi)
+  smallest = -(-lo // grid) * grid
+  sides = np.arange(smallest, hi + 1, grid)
+  sizes = sides[rng.integers(len(sides), size=len(kinds))]
   gap = min_gap(image_size)
   for attempt in range(_MAX_TRIES):
-    boxes = _place(rng, np.maximum(sizes - attempt, lo), [], image_size, gap)
+    shrunk = np.maximum(sizes - attempt * grid, smallest)
+    boxes = _place(rng, shrunk, [], image_size, gap, grid)
     if boxes is None:
       continue
     scene = _make_scene(background, kinds, boxes, image_size)
@@ -540,7 +552,7 @@ def motion(
 
 
 def make_example(
-    index: int, seed: int, image_size: int, num_frames: int
+    index: int, seed: int, image_size: int, num_frames: int, grid: int = 1
 ) -> dict[str, Any]:
   """Builds one dataset record, a function of (seed, index) only.
 
@@ -549,6 +561,7 @@ def make_example(
     seed: dataset seed, >= 0.
     image_size: side S of the images, at least `MIN_IMAGE_SIZE`.
     num_frames: number T of motion frames, >= 1.
+    grid: pixel pitch of the scene's boxes (`sample_scene`).
 
   Returns:
     A dict with the features of `Shapes`: "image" (PIL RGB, S x S), "caption",
@@ -558,7 +571,7 @@ def make_example(
     "frame_scenes" (`scenes_to_json` of the T frame scenes).
   """
   rng = _example_rng(index, seed)
-  scene = sample_scene(rng, image_size)
+  scene = sample_scene(rng, image_size, grid=grid)
   pairs = questions(scene, rng)
   instruction, edited = edit(scene, rng)
   motion_caption, frame_scenes = motion(scene, rng, num_frames)
@@ -585,6 +598,14 @@ def _check_image_size(image_size: int) -> None:
     raise ValueError(
         f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got"
         f" {image_size!r}."
+    )
+
+
+def _check_grid(grid: int, lo: int, hi: int) -> None:
+  if not isinstance(grid, (int, np.integer)) or grid < 1 or -(-lo // grid) * grid > hi:
+    raise ValueError(
+        f"grid must be an integer >= 1 with a multiple in the object sizes"
+        f" [{lo}, {hi}], got {grid!r}."
     )
 
 
@@ -615,16 +636,17 @@ def _apart(a: Box, b: Box, gap: int) -> bool:
 
 
 def _free_positions(
-    size: int, boxes: Sequence[Box], image_size: int, gap: int
+    size: int, boxes: Sequence[Box], image_size: int, gap: int, grid: int = 1
 ) -> np.ndarray:
-  """Top-left corners (y, x), shape (N, 2), of size x size boxes that fit."""
-  starts = np.arange(image_size - size + 1)
+  """Top-left corners (y, x), shape (N, 2), of size x size boxes that fit,
+  on multiples of `grid`."""
+  starts = np.arange(0, image_size - size + 1, grid)
   blocked = np.zeros((len(starts), len(starts)), dtype=bool)
   for y0, x0, y1, x1 in boxes:
     rows = (starts < y1 + gap) & (starts + size + gap > y0)
     cols = (starts < x1 + gap) & (starts + size + gap > x0)
     blocked |= rows[:, None] & cols[None, :]
-  return np.argwhere(~blocked)
+  return starts[np.argwhere(~blocked)]
 
 
 def _place(
@@ -633,11 +655,13 @@ def _place(
     boxes: Sequence[Box],
     image_size: int,
     gap: int,
+    grid: int = 1,
 ) -> list[Box] | None:
-  """Adds one box per size at a uniformly drawn free position; None if full."""
+  """Adds one box per size at a uniformly drawn free position (corners on
+  multiples of `grid`); None if full."""
   placed = list(boxes)
   for size in sizes:
-    free = _free_positions(int(size), placed, image_size, gap)
+    free = _free_positions(int(size), placed, image_size, gap, grid)
     if not len(free):
       return None
     y, x = (int(v) for v in free[rng.integers(len(free))])
@@ -878,6 +902,7 @@ class ShapesConfig(tfds.core.BuilderConfig):
     seed: train records are `make_example(i, 2 * seed, ...)`, test records
       `make_example(i, 2 * seed + 1, ...)`, skipping every i whose scene is
       also a train scene.
+    grid: pixel pitch of the boxes (`sample_scene`); 1 = anywhere.
   """
 
   image_size: int = 64
@@ -885,6 +910,7 @@ class ShapesConfig(tfds.core.BuilderConfig):
   num_test: int = 500
   num_frames: int = 8
   seed: int = 0
+  grid: int = 1
 
   def __post_init__(self):
     _check_image_size(self.image_size)
@@ -894,14 +920,16 @@ class ShapesConfig(tfds.core.BuilderConfig):
         raise ValueError(f"{field} must be an integer >= 1, got {value!r}.")
     if not isinstance(self.seed, int) or self.seed < 0:
       raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}.")
+    _check_grid(self.grid, *object_size_range(self.image_size))
 
 
 class Shapes(tfds.core.GeneratorBasedBuilder):
   """Colored shapes with captions, questions, edits and motion clips.
 
   Generated locally (no download). Configs: "32px" (512 train / 64 test,
-  4 frames; unit tests), "32px_8k" (8000 / 500, 4 frames; 32 px recipes) and
-  "64px" (8000 / 500, 8 frames; demo); any
+  4 frames; unit tests), "32px_8k" (8000 / 500, 4 frames; 32 px recipes),
+  "32px_8k_grid4" (the same with boxes on a 4-pixel grid) and "64px"
+  (8000 / 500, 8 frames; demo); any
   `ShapesConfig` may be passed as `config`. Splits "train" and "test" share no
   scene. Features, with S = image_size and T = num_frames:
     image, edited_image: uint8 (S, S, 3), PNG-encoded.
@@ -933,6 +961,17 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
           num_train=8000,
           num_test=500,
           num_frames=4,
+      ),
+      ShapesConfig(
+          name="32px_8k_grid4",
+          description=("32x32 images, 8000 train / 500 test, every box on a"
+                       " 4-pixel grid (side 8 or 12): whole 8x8 latent cells"
+                       " for a downsample-4 tokenizer (32 px demo recipe)."),
+          image_size=32,
+          num_train=8000,
+          num_test=500,
+          num_frames=4,
+          grid=4,
       ),
       ShapesConfig(
           name="64px",
@@ -985,7 +1024,7 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
     config = self.builder_config
     for index, seed in split_indices(config, split):
       yield index, make_example(index, seed, config.image_size,
-                                config.num_frames)
+                                config.num_frames, config.grid)
 
 
 def split_indices(config: ShapesConfig, split: str) -> list[tuple[int, int]]:
@@ -1000,7 +1039,7 @@ def split_indices(config: ShapesConfig, split: str) -> list[tuple[int, int]]:
   out, index = [], 0
   while len(out) < config.num_test:
     scene = sample_scene(_example_rng(index, train_seed + 1),
-                         config.image_size)
+                         config.image_size, grid=config.grid)
     if scene.to_json() not in train_scenes:
       out.append((index, train_seed + 1))
     index += 1
@@ -1011,14 +1050,17 @@ def split_scenes(config: ShapesConfig, split: str) -> list[Scene]:
   """The scene of each image of a split (as `Shapes` writes it), without
   rendering anything: e.g. to know which captions training has seen."""
   if split == "train":
-    return [sample_scene(_example_rng(i, 2 * config.seed), config.image_size)
+    return [sample_scene(_example_rng(i, 2 * config.seed), config.image_size,
+                         grid=config.grid)
             for i in range(config.num_train)]
-  return [sample_scene(_example_rng(i, seed), config.image_size)
+  return [sample_scene(_example_rng(i, seed), config.image_size,
+                       grid=config.grid)
           for i, seed in split_indices(config, split)]
 
 
 def builder_config(name: str) -> ShapesConfig:
-  """The `Shapes` config of that name ("32px", "32px_8k", "64px")."""
+  """The `Shapes` config of that name ("32px", "32px_8k", "32px_8k_grid4",
+  "64px")."""
   configs = {c.name: c for c in Shapes.BUILDER_CONFIGS}
   if name not in configs:
     raise ValueError(f"shapes has configs {sorted(configs)}, not {name!r}.")

@@ -626,7 +626,7 @@ def held_out_examples(num: int, dataset: str = "64px") -> list[dict]:
   out = []
   for index, seed in shapes.split_indices(config, "test")[:num]:
     example = shapes.make_example(index, seed, config.image_size,
-                                  config.num_frames)
+                                  config.num_frames, config.grid)
     out.append({
         "image": np.asarray(example["image"]),
         "scene": shapes.Scene.from_json(example["scene"]),

@@ -210,6 +210,28 @@ def test_sample_scene_respects_max_objects(max_objects):
     _assert_well_formed(scene)
 
 
+def test_grid_scenes_cover_whole_cells_and_keep_the_invariants():
+  """grid=4 at 32 px: every box corner and side on multiples of 4 (whole
+  cells of an 8x8 latent), both sides (8 and 12) drawn; grid=1 is the
+  unchanged stream of the free layout."""
+  sides = set()
+  for i in range(200):
+    scene = shapes.sample_scene(np.random.default_rng(i), 32, grid=4)
+    _assert_well_formed(scene)
+    for obj in scene.objects:
+      assert all(v % 4 == 0 for v in obj.box), obj
+      sides.add(obj.box[2] - obj.box[0])
+  assert sides == {8, 12}
+  free = shapes.sample_scene(np.random.default_rng(7), 32)
+  assert shapes.sample_scene(np.random.default_rng(7), 32, grid=1) == free
+  config = shapes.builder_config("32px_8k_grid4")
+  scene = shapes.split_scenes(config, "test")[0]
+  example = shapes.make_example(*shapes.split_indices(config, "test")[0],
+                                32, 4, config.grid)
+  assert shapes.Scene.from_json(example["scene"]) == scene
+  assert all(v % 4 == 0 for o in scene.objects for v in o.box)
+
+
 @pytest.mark.parametrize("image_size", SIZES)
 @pytest.mark.parametrize(
     "counts", [(1,), (2,), (3,), (4,), (1, 1), (2, 1), (1, 3), (3, 1), (2, 2)]
@@ -569,6 +591,12 @@ def test_motion_falls_back_to_the_first_object_when_nothing_can_move():
         ),
         (lambda r: shapes.make_example(0, 0, 32, 0), r"num_frames.*0"),
         (lambda r: shapes.make_example(0, 0, 31, 4), r"image_size.*31"),
+        (lambda r: shapes.sample_scene(r, 32, grid=0), r"grid.*0"),
+        (lambda r: shapes.sample_scene(r, 32, grid=7), r"grid.*\[8, 12\].*7"),
+        (
+            lambda r: shapes.ShapesConfig(name="x", image_size=32, grid=16),
+            r"grid.*16",
+        ),
         (lambda r: shapes.make_example(-1, 0, 32, 4), r"index.*-1"),
         (lambda r: shapes.make_example(0, -2, 32, 4), r"seed.*-2"),
         (
