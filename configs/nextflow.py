@@ -87,6 +87,10 @@ def _base() -> ml_collections.ConfigDict:
   c.model.norm_eps = 1e-6  # RMSNorm epsilon (Qwen2.5: 1e-6)
   c.model.max_scales = 18
   c.model.shared_head = False  # True: the paper's single head
+  # "xla" | "blocked" (online softmax over key blocks, any backend: long
+  # sequences) | "cudnn" (GPU); model/layers.py.
+  c.model.attention = "xla"
+  c.model.attention_block = 512
   c.model.scan_layers = True
   c.model.remat_policy = "none"
   c.model.dtype = "float32"

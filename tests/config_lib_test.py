@@ -183,6 +183,9 @@ def test_pixel_stage_needs_the_semantic_branch_off(tmp_path):
     ("data.task_weights", (1.0,), r"one positive weight per task"),
     ("data.packing", "best", r"choose 'first_fit' or 'none'"),
     ("model.num_kv_heads", 3, r"must divide model.num_heads=4"),
+    ("model.attention", "flash", r"choose one of \['xla', 'blocked', "
+     r"'cudnn'\]"),
+    ("model.attention_block", 0, r"must be positive"),
     ("layout.image_order", "zigzag", r"choose one of \['next_scale', "
      r"'raster'\]"),
     ("optim.grad_accum_steps", 0, r"config.optim.grad_accum_steps=0 .* >= 1"),

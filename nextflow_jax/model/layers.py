@@ -17,10 +17,23 @@ Design choices (and why):
   * Projections are explicit 3-D params contracted with einsum:
     nn.DenseGeneral creates a flat kernel and reshapes it, which breaks 3-D
     logical names under a mesh.
-  * Attention calls `jax.nn.dot_product_attention` (XLA path: logits and
-    softmax in float32, native GQA). A query row with no visible key is
-    padding (a real token always sees itself); it would get uniform weights,
-    so its output is set to zero.
+  * Attention has three implementations (`ATTENTION_IMPLEMENTATIONS`, the
+    `attention` field; MaxText's `attention` knob), all computing
+    `attention_mask`'s rule from the same ids:
+      - "xla": `jax.nn.dot_product_attention` on the (B, L, S) mask (logits
+        and softmax in float32, native GQA). Materialises (B, N, L, S)
+        scores: the fastest at short lengths, and what the tests compare
+        the others against.
+      - "blocked": online softmax over key blocks of `attention_block`
+        keys in plain JAX (`lax.scan`, Flash-attention style), each block's
+        mask built from the ids; scores never exceed (B, N, L, block), and
+        the block body is rematerialised in the backward pass, so long
+        training sequences fit on any backend.
+      - "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`
+        with the same boolean mask (GPU only; JAX raises at compile time
+        elsewhere or when cuDNN cannot take the shape).
+    A query row with no visible key is padding (a real token always sees
+    itself); its output is set to zero by every implementation.
   * KV cache as in flax lm1b: pass `decode=True`, create the "cache"
     collection with `init(..., decode=True)` on a (B, max_len) dummy input,
     then call `apply(..., decode=True, mutable=["cache"])` with L >= 1 new
@@ -85,6 +98,94 @@ def attention_mask(segment_q_BL: jax.Array, block_q_BL: jax.Array,
   same_segment = segment_q_BL[:, :, None] == segment_k
   earlier_block = block_k_BS[:, None, :] <= block_q_BL[:, :, None]
   return same_segment & (segment_k != 0) & earlier_block
+
+
+ATTENTION_IMPLEMENTATIONS = ("xla", "blocked", "cudnn")
+
+
+def check_attention(owner: str, implementation: str, block: int) -> None:
+  """Raises ValueError for an unknown implementation or block size."""
+  if implementation not in ATTENTION_IMPLEMENTATIONS:
+    raise ValueError(f"{owner}.attention={implementation!r}; choose one of "
+                     f"{ATTENTION_IMPLEMENTATIONS}.")
+  if block < 1:
+    raise ValueError(f"{owner}.attention_block={block} must be positive.")
+
+
+def dot_product_attention(q_BLNK: jax.Array, k_BSGK: jax.Array,
+                          v_BSGK: jax.Array, segment_q_BL: jax.Array,
+                          block_q_BL: jax.Array, segment_k_BS: jax.Array,
+                          block_k_BS: jax.Array, *,
+                          implementation: str = "xla",
+                          block: int = 512) -> jax.Array:
+  """Softmax attention under `attention_mask` of the ids, GQA.
+
+  Args:
+    q_BLNK: (B, L, N, K) queries (RoPE applied); k_BSGK, v_BSGK: (B, S, G,
+      K) keys and values, N a multiple of G.
+    segment_q_BL, block_q_BL, segment_k_BS, block_k_BS: the ids of
+      `attention_mask`.
+    implementation: one of `ATTENTION_IMPLEMENTATIONS` (module docstring).
+    block: keys per block of the "blocked" implementation.
+
+  Returns:
+    (B, L, N, K) in the dtype of q; zeros where no key is visible.
+  """
+  check_attention("dot_product_attention", implementation, block)
+  if implementation == "blocked":
+    out = _blocked_attention(q_BLNK, k_BSGK, v_BSGK, segment_q_BL, block_q_BL,
+                             segment_k_BS, block_k_BS, block)
+  else:
+    mask = attention_mask(segment_q_BL, block_q_BL, segment_k_BS, block_k_BS)
+    out = jax.nn.dot_product_attention(
+        q_BLNK, k_BSGK, v_BSGK, mask=mask[:, None],
+        implementation=None if implementation == "xla" else "cudnn")
+  return jnp.where((segment_q_BL != 0)[:, :, None, None], out,
+                   jnp.zeros((), out.dtype))
+
+
+def _blocked_attention(q, k, v, segment_q, block_q, segment_k, block_k,
+                       block):
+  """Online-softmax attention over key blocks (see the module docstring)."""
+  b, length, n, d = q.shape
+  s, g = k.shape[1], k.shape[2]
+  block = min(block, s)
+  pad = -s % block
+  if pad:  # Padding keys have segment 0: masked like any padding.
+    k, v = (jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))) for x in (k, v))
+    segment_k, block_k = (jnp.pad(x, ((0, 0), (0, pad)))
+                          for x in (segment_k, block_k))
+  num_blocks = (s + pad) // block
+  # (num_blocks, B, block, ...) slices, scanned in order.
+  chunks = tuple(x.reshape(b, num_blocks, block, *x.shape[2:]).swapaxes(0, 1)
+                 for x in (k, v, segment_k, block_k))
+  qg = q.reshape(b, length, g, n // g, d).astype(jnp.float32) * d ** -0.5
+
+  @jax.checkpoint
+  def step(carry, chunk):
+    m, l, acc = carry  # (B, L, G, R), (B, L, G, R), (B, L, G, R, K)
+    k_c, v_c, seg_c, blk_c = chunk
+    logits = jnp.einsum("blgrk,bcgk->blgrc", qg, k_c.astype(jnp.float32))
+    mask = attention_mask(segment_q, block_q, seg_c, blk_c)[:, :, None, None]
+    logits = jnp.where(mask, logits, -jnp.inf)
+    # The running max only shifts the exponent (softmax is invariant to
+    # it): a constant for differentiation.
+    m_new = jax.lax.stop_gradient(jnp.maximum(m, jnp.max(logits, axis=-1)))
+    # Rows with nothing visible yet keep m = -inf; shift them by 0.
+    shift = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+    p = jnp.exp(logits - shift[..., None])
+    rescale = jnp.exp(m - shift)
+    l = l * rescale + jnp.sum(p, axis=-1)
+    acc = acc * rescale[..., None] + jnp.einsum(
+        "blgrc,bcgk->blgrk", p, v_c.astype(jnp.float32))
+    return (m_new, l, acc), None
+
+  init = (jnp.full((b, length, g, n // g), -jnp.inf, jnp.float32),
+          jnp.zeros((b, length, g, n // g), jnp.float32),
+          jnp.zeros((b, length, g, n // g, d), jnp.float32))
+  (_, l, acc), _ = jax.lax.scan(step, init, chunks)
+  out = acc / jnp.where(l > 0, l, 1.0)[..., None]
+  return out.reshape(b, length, n, d).astype(q.dtype)
 
 
 def check_heads(owner: str, num_heads: int, num_kv_heads: int,
@@ -176,6 +277,8 @@ class Attention(nn.Module):
   rope_theta: float = 1_000_000.0
   mrope_sections: tuple[int, int, int] | None = None  # None: default.
   qkv_bias: bool = True
+  attention: str = "xla"  # One of ATTENTION_IMPLEMENTATIONS.
+  attention_block: int = 512  # Keys per block of "blocked".
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -209,6 +312,7 @@ class Attention(nn.Module):
     """
     check_heads("Attention", self.num_heads, self.num_kv_heads,
                 self.head_dim)
+    check_attention("Attention", self.attention, self.attention_block)
     check_inputs("Attention", x_BLD, positions_BL3, segment_ids_BL,
                  block_ids_BL)
     sections = rope.resolve_sections(self.mrope_sections, self.head_dim)
@@ -275,11 +379,9 @@ class Attention(nn.Module):
         segment_k = cache["cached_segment"].value[:, read]
         block_k = cache["cached_block"].value[:, read]
 
-    mask_BLS = attention_mask(segment_ids_BL, block_ids_BL, segment_k,
-                              block_k)
-    out_BLNK = jax.nn.dot_product_attention(q, k, v, mask=mask_BLS[:, None])
-    out_BLNK = jnp.where((segment_ids_BL != 0)[:, :, None, None], out_BLNK,
-                         jnp.zeros((), out_BLNK.dtype))
+    out_BLNK = dot_product_attention(
+        q, k, v, segment_ids_BL, block_ids_BL, segment_k, block_k,
+        implementation=self.attention, block=self.attention_block)
     out_BLNK = nn.with_logical_constraint(out_BLNK, HEAD_AXES)
     o_kernel = self.param("o_kernel", nn.with_logical_partitioning(
         nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2),

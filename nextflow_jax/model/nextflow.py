@@ -57,6 +57,8 @@ class NextFlow(nn.Module):
     max_scales: largest number of scales of any schedule (scale embeddings
       are 0 = none, 1..max_scales, and max_scales + 1 for context blocks).
     shared_head: one head over text + codes instead of two.
+    attention, attention_block: the attention implementation
+      (`layers`: "xla", "blocked", "cudnn") and the blocked one's key block.
     scan_layers, remat_policy: see `transformer.Transformer`.
     dtype, param_dtype: compute and parameter dtypes.
   """
@@ -75,6 +77,8 @@ class NextFlow(nn.Module):
   norm_eps: float = 1e-6
   max_scales: int = 18
   shared_head: bool = False
+  attention: str = "xla"
+  attention_block: int = 512
   scan_layers: bool = True
   remat_policy: str = "none"
   dtype: jnp.dtype = jnp.float32
@@ -108,6 +112,7 @@ class NextFlow(nn.Module):
         head_dim=self.head_dim, mlp_dim=self.mlp_dim,
         rope_theta=self.rope_theta, mrope_sections=self.mrope_sections,
         norm_eps=self.norm_eps, qkv_bias=self.qkv_bias,
+        attention=self.attention, attention_block=self.attention_block,
         scan_layers=self.scan_layers, remat_policy=self.remat_policy,
         dtype=self.dtype, param_dtype=self.param_dtype)
     head_init = nn.initializers.normal(self.width ** -0.5)

@@ -60,6 +60,8 @@ class DecoderBlock(nn.Module):
   mrope_sections: tuple[int, int, int] | None = None
   norm_eps: float = 1e-6
   qkv_bias: bool = True
+  attention: str = "xla"  # see `layers.Attention`
+  attention_block: int = 512
   decode: bool = False
   kv_len: int | None = None  # see `layers.Attention`
   dtype: jnp.dtype = jnp.float32
@@ -77,7 +79,8 @@ class DecoderBlock(nn.Module):
     h = layers.Attention(
         self.num_heads, self.num_kv_heads, self.head_dim,
         rope_theta=self.rope_theta, mrope_sections=self.mrope_sections,
-        qkv_bias=self.qkv_bias, name="attn", **kw)(
+        qkv_bias=self.qkv_bias, attention=self.attention,
+        attention_block=self.attention_block, name="attn", **kw)(
             h, positions_BL3, segment_ids_BL, block_ids_BL,
             decode=self.decode, kv_len=self.kv_len)
     x = nn.with_logical_constraint(x + h, layers.TOKEN_AXES)
@@ -101,6 +104,10 @@ class Transformer(nn.Module):
   mrope_sections: tuple[int, int, int] | None = None
   norm_eps: float = 1e-6
   qkv_bias: bool = True  # Qwen2.5: q/k/v projections have biases.
+  # Attention implementation and its key block (`layers`: xla | blocked |
+  # cudnn).
+  attention: str = "xla"
+  attention_block: int = 512
   scan_layers: bool = True
   remat_policy: str = "none"  # One of REMAT_POLICIES.
   dtype: jnp.dtype = jnp.float32
@@ -135,6 +142,8 @@ class Transformer(nn.Module):
     """
     layers.check_heads("Transformer", self.num_heads, self.num_kv_heads,
                        self.head_dim)
+    layers.check_attention("Transformer", self.attention,
+                           self.attention_block)
     check_remat_policy(self.remat_policy)
     if self.num_layers < 1:
       raise ValueError(f"Transformer.num_layers={self.num_layers} must be "
@@ -156,7 +165,9 @@ class Transformer(nn.Module):
         rope_theta=self.rope_theta,
         mrope_sections=rope.resolve_sections(self.mrope_sections,
                                              self.head_dim),
-        norm_eps=self.norm_eps, qkv_bias=self.qkv_bias, decode=decode,
+        norm_eps=self.norm_eps, qkv_bias=self.qkv_bias,
+        attention=self.attention, attention_block=self.attention_block,
+        decode=decode,
         kv_len=kv_len, dtype=self.dtype, param_dtype=self.param_dtype)
     x = nn.with_logical_constraint(x_BLD.astype(self.dtype),
                                    layers.TOKEN_AXES)

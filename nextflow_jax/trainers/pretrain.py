@@ -55,6 +55,7 @@ from nextflow_jax.data import pipeline
 from nextflow_jax.data import records
 from nextflow_jax.data import sequences
 from nextflow_jax.data import tasks as tasks_lib
+from nextflow_jax.model import layers
 from nextflow_jax.model import losses
 from nextflow_jax.model import rope
 from nextflow_jax.text import hf_tokenizer
@@ -126,6 +127,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise config_lib.ConfigError(
         "data.task_weights", data.task_weights,
         f"give one positive weight per task ({len(data.tasks)}).")
+  model = config.model
+  if model.get("attention", "xla") not in layers.ATTENTION_IMPLEMENTATIONS:
+    raise config_lib.ConfigError(
+        "model.attention", model.attention,
+        f"choose one of {list(layers.ATTENTION_IMPLEMENTATIONS)}.")
+  if model.get("attention_block", 1) < 1:
+    raise config_lib.ConfigError("model.attention_block",
+                                 model.attention_block, "must be positive.")
   if data.packing not in ("first_fit", "none"):
     raise config_lib.ConfigError("data.packing", data.packing,
                                  "choose 'first_fit' or 'none'.")

@@ -138,6 +138,34 @@ def test_prefix_sized_cache_reads_equal_whole_cache_reads(setup, decoder):
                    *(a[:, :3] for a in (x, pos, seg, blk)))
 
 
+def test_blocked_attention_stack_matches_xla_full_and_decode(setup):
+  """The same parameters under attention="blocked" (key blocks of 5, which
+  divide neither L nor the cache): the full forward and the KV-cached decode
+  (prefix-sized reads) equal the XLA stack's forward."""
+  pos, seg, blk = _layout("packed")
+  x = _x(1)
+  want = setup.forward(setup.params, x, pos, seg, blk)
+  blocked = transformer.Transformer(**CONFIG, attention="blocked",
+                                    attention_block=5)
+  got = jax.jit(blocked.apply)(setup.params, x, pos, seg, blk)
+  np.testing.assert_allclose(got, want, atol=2e-5)
+  dummy = (jnp.zeros((B, MAX_LEN, CONFIG["width"])),
+           jnp.zeros((B, MAX_LEN, 3)), jnp.zeros((B, MAX_LEN), jnp.int32),
+           jnp.zeros((B, MAX_LEN), jnp.int32))
+  cache = jax.jit(functools.partial(blocked.init, decode=True))(
+      _key(), *dummy)["cache"]
+  step = jax.jit(functools.partial(blocked.apply, decode=True,
+                                   mutable=["cache"]), static_argnames="kv_len")
+  outs = []
+  for a, b in CHUNKS:
+    out, mutated = step({"params": setup.params["params"], "cache": cache},
+                        x[:, a:b], pos[:, a:b], seg[:, a:b], blk[:, a:b],
+                        kv_len=b)
+    cache = mutated["cache"]
+    outs.append(out)
+  np.testing.assert_allclose(np.concatenate(outs, axis=1), want, atol=2e-5)
+
+
 def test_decode_overflowing_the_cache_raises(setup, decoder):
   cache, _ = decoder
   too_long = (jnp.zeros((B, MAX_LEN + 1, CONFIG["width"])),
