@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from absl import logging
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,6 +40,7 @@ import numpy as np
 from nextflow_jax import bundle
 from nextflow_jax import metrics
 from nextflow_jax import scales
+from nextflow_jax import sharding
 from nextflow_jax import workdirs
 from nextflow_jax.data import sequences
 from nextflow_jax.data import tasks
@@ -120,7 +122,30 @@ class Generator:
     self.layout = layout
     self.max_prompt_len = max_prompt_len
     self.trained_seq_len = trained_seq_len
+    self.mesh: jax.sharding.Mesh | None = None
+    self.rules: sharding.Rules | None = None
     self._programs: dict[tuple, Any] = {}
+
+  def shard(self, mesh: jax.sharding.Mesh,
+            rules: sharding.Rules) -> "Generator":
+    """Places the decoder's parameters on `mesh` by their logical names
+    (`sharding.get_rules`: "fsdp", "fsdp_tp", ... as in training) and runs
+    every sampling program under that mesh, so that a model too large for
+    one device samples on a slice: the KV cache and activations follow the
+    same rules through the model's logical constraints. Returns self.
+
+      gen = Generator.from_pretrained(folder).shard(
+          sharding.make_mesh((1, 4, 2)), sharding.get_rules("fsdp_tp"))
+    """
+    example = sequences.example_batch(self.layout, self.model.codebook_size,
+                                      8)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      abstract = jax.eval_shape(self.model.init, jax.random.key(0), example)
+      shardings = sharding.logical_shardings(abstract, mesh, rules)["params"]
+    self.params = jax.device_put(self.params, shardings)
+    self.mesh, self.rules = mesh, rules
+    self._programs.clear()
+    return self
 
   # ------------------------------------------------------------ loading
 
@@ -381,8 +406,15 @@ class Generator:
 
   def _program(self, key: tuple, make):
     if key not in self._programs:
-      self._programs[key] = make()
+      fn = make()
+      if self.mesh is not None:
+        fn = functools.partial(self._in_mesh, fn)
+      self._programs[key] = fn
     return self._programs[key]
+
+  def _in_mesh(self, fn, *args, **kwargs):
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      return fn(*args, **kwargs)
 
   def _stack(self, docs_parts: Sequence[list]) -> tuple:
     docs = [sequences.build(p, self.layout,
