@@ -126,6 +126,23 @@ class Generator:
     self.rules: sharding.Rules | None = None
     self._programs: dict[tuple, Any] = {}
 
+  def with_compute_dtype(self, dtype: Any) -> "Generator":
+    """A Generator over the same parameters computing in `dtype` (e.g.
+    "bfloat16"): projections, activations and the KV cache (keys are cached
+    in the compute dtype) take half the memory and bandwidth; RMSNorm,
+    softmax and RoPE stay float32 and the heads accumulate in float32.
+    The tests bound its log-probabilities against float32 and check that
+    sampled images agree on most cells."""
+    other = Generator(
+        self.model.clone(dtype=jnp.dtype(dtype)), self.params,
+        tokenizer=self.tokenizer, tokenizer_params=self.tokenizer_params,
+        text_tokenizer=self.text_tokenizer, schedule=self.schedule,
+        layout=self.layout, max_prompt_len=self.max_prompt_len,
+        trained_seq_len=self.trained_seq_len)
+    if self.mesh is not None:
+      other.mesh, other.rules = self.mesh, self.rules
+    return other
+
   def shard(self, mesh: jax.sharding.Mesh,
             rules: sharding.Rules) -> "Generator":
     """Places the decoder's parameters on `mesh` by their logical names

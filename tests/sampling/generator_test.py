@@ -95,6 +95,31 @@ def test_sampling_sharded_over_a_mesh_gives_the_same_outputs(gen, parts):
   assert sharded.caption(want.pixels) == gen.caption(want.pixels)
 
 
+def test_bfloat16_compute_stays_close_to_float32(gen):
+  """bf16 projections and KV cache: visual log-probabilities of a
+  teacher-forced image within 0.15 nats on average (0.07 measured on this
+  peaked random model), and samples with the same seeds agree on >= 90 % of
+  the cells of every scale (97-100 % measured)."""
+  bf16 = gen.with_compute_dtype("bfloat16")
+  assert bf16.model.dtype == jnp.bfloat16 and bf16.params is gen.params
+  want = gen.text_to_image(TEXTS[:4], Config(seed=0, guidance=0.0))
+  got = bf16.text_to_image(TEXTS[:4], Config(seed=0, guidance=0.0))
+  for w, g in zip(want.codes, got.codes):
+    assert np.mean(w == g) >= 0.9
+  codes = [c[0] for c in want.codes]
+  doc = seq.build([seq.Text([2, 10, 11, 12], loss=False),
+                   seq.Image(codes, codes)], gen.layout, codebook_size=64)
+  batch = {k: jnp.asarray(v)[None] for k, v in seq.pad(doc, 32).items()}
+
+  def log_probs(model):
+    hidden = model.apply({"params": gen.params}, batch)
+    return jax.nn.log_softmax(model.apply(
+        {"params": gen.params}, hidden, method=model.visual_logits), -1)
+
+  diff = jnp.abs(log_probs(gen.model) - log_probs(bf16.model))
+  assert float(jnp.mean(diff)) <= 0.15
+
+
 def test_prefix_codes_fix_the_coarse_scales_and_sample_the_rest(gen):
   a = gen.text_to_image(TEXTS[:2], Config(seed=1))
   # Its own coarse scales and seed: the same image, so the given scales
