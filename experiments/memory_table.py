@@ -17,12 +17,23 @@ device for one micro-batch of `--micro_batch` sequences of `data.seq_len`:
   loss chunk       chunk * (text vocab + K) * 4 B per sequence
   (divided by the tensor-parallel size for the sharded parts)
 
+With `--compiled`, the training step itself is also lowered and compiled
+for each of `COMPILED` (preset, rules, mesh, attention implementation)
+on the fake devices, and XLA's `memory_analysis()` of that executable gives
+per-device argument, output and temporary bytes: a measurement of the
+compiled program, not the formula above. It is the CPU backend's buffer
+assignment (GPU and TPU compilers schedule differently, so treat it as an
+estimate of the same program there), and compiling a 7B step takes minutes.
+
 Prints a table and writes results/memory_<time>.json.
 """
 
+import copy
+import json
 import math
 import os
 import sys
+import time
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=16")
@@ -42,12 +53,20 @@ from nextflow_jax import config_lib
 from nextflow_jax import sharding
 from nextflow_jax import workdirs
 from nextflow_jax.data import sequences
+from nextflow_jax.data import tasks
 from nextflow_jax.trainers import pretrain_step
 
 _MICRO = flags.DEFINE_integer("micro_batch", 1, "Sequences per device.")
+_COMPILED = flags.DEFINE_bool("compiled", False, "Also compile the training "
+                              "step of each COMPILED setting and report "
+                              "XLA's memory analysis.")
+_PRESETS = flags.DEFINE_list("compiled_presets", ["1b", "7b"], "Presets of "
+                             "the compiled rows.")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOPOLOGIES = [("fsdp", (1, 8, 1)), ("fsdp", (1, 16, 1)),
               ("fsdp_tp", (1, 4, 2)), ("fsdp_tp", (1, 8, 2))]
+# (rules, mesh, attention) of the compiled rows, per preset.
+COMPILED = [("fsdp_tp", (1, 8, 2), "xla"), ("fsdp_tp", (1, 8, 2), "blocked")]
 CODEBOOK, CODE_DIM = 16384, 40
 GIB = 2 ** 30
 
@@ -57,29 +76,30 @@ def preset_config(preset):
                                              f"nextflow.py:{preset}"))
 
 
-def state_bytes(config, rules_name, mesh_shape):
+def _train_setup(config, rules_name, mesh_shape):
+  """(model, optimizer, boxed init fn, example batch, mesh, rules)."""
   model = workdirs.build_model(
       config.model, text_vocab_size=config.model.text_vocab_size,
       codebook_size=CODEBOOK, code_dim=CODE_DIM)
   tx = pretrain_step.make_optimizer(config.optim, config.train.num_steps)
-  batch = {k: jnp.zeros((1, 8) + v.shape[1:], v.dtype) for k, v in
-           sequences.pad(sequences.build([sequences.Text([1])],
-                                         sequences.Layout(),
-                                         codebook_size=2), 8).items()}
+  example = sequences.example_batch(sequences.Layout(), CODEBOOK, 8)
 
   def init_state(rng):
-    params = model.init(rng, batch)["params"]
+    params = model.init(rng, example)["params"]
     return pretrain_step.TrainState(step=jnp.zeros((), jnp.int32),
                                     params=params, opt_state=tx.init(params))
 
   devices = jax.devices()[:math.prod(mesh_shape)]
   mesh = sharding.make_mesh(mesh_shape, devices)
-  rules = sharding.get_rules(rules_name)
+  return model, tx, init_state, example, mesh, sharding.get_rules(rules_name)
+
+
+def state_bytes(config, rules_name, mesh_shape):
+  _, _, init_state, _, mesh, rules = _train_setup(config, rules_name,
+                                                  mesh_shape)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     abstract = jax.eval_shape(init_state, jax.random.key(0))
     shardings = sharding.logical_shardings(abstract, mesh, rules)
-  leaves = jax.tree.leaves(nn.unbox(abstract))
-  shard_leaves = jax.tree.leaves(shardings)
 
   def per_device(part):
     tree = nn.unbox(getattr(abstract, part))
@@ -88,8 +108,42 @@ def state_bytes(config, rules_name, mesh_shape):
                for x, s in zip(jax.tree.leaves(tree), jax.tree.leaves(sh)))
 
   n_params = sum(x.size for x in jax.tree.leaves(nn.unbox(abstract.params)))
-  del leaves, shard_leaves
   return n_params, per_device("params"), per_device("opt_state")
+
+
+def compiled_bytes(config, rules_name, mesh_shape, attention):
+  """XLA's per-device memory analysis of the compiled training step on
+  micro-batches of `--micro_batch` sequences per device."""
+  config = copy.deepcopy(config)
+  config.model.attention = attention
+  model, tx, init_state, example, mesh, rules = _train_setup(
+      config, rules_name, mesh_shape)
+  batch_sharding = sharding.batch_sharding(mesh)
+  rows = mesh_shape[0] * mesh_shape[1] * _MICRO.value
+  batch = {k: jax.ShapeDtypeStruct((rows, config.data.seq_len) + v.shape[2:],
+                                   v.dtype,
+                                   sharding=batch_sharding)
+           for k, v in example.items()}
+  loss_cfg = dict(text_weight=1.0, visual_weight=1.0,
+                  chunk_size=config.loss.chunk_size,
+                  num_tasks=len(tasks.TASKS))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    abstract = jax.eval_shape(init_state, jax.random.key(0))
+    shardings = sharding.logical_shardings(abstract, mesh, rules)
+  state = jax.tree.map(
+      lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+      nn.unbox(abstract), shardings)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    step = jax.jit(pretrain_step.make_train_step(model, tx, loss_cfg),
+                   in_shardings=(shardings, batch_sharding),
+                   out_shardings=(shardings, None), donate_argnums=0)
+    t0 = time.perf_counter()
+    analysis = step.lower(state, batch).compile().memory_analysis()
+  return {"argument_gib": round(analysis.argument_size_in_bytes / GIB, 2),
+          "output_gib": round(analysis.output_size_in_bytes / GIB, 2),
+          "alias_gib": round(analysis.alias_size_in_bytes / GIB, 2),
+          "temp_gib": round(analysis.temp_size_in_bytes / GIB, 2),
+          "compile_seconds": round(time.perf_counter() - t0, 1)}
 
 
 def activation_bytes(config, tp):
@@ -131,7 +185,18 @@ def main(argv):
             f"{row['activations_gib_per_device']:8.2f} "
             f"{row['attention_scores_gib']:8.2f} "
             f"{row['total_gib_per_device']:9.2f}")
-  print("wrote", common.write_result("memory", {"rows": rows}))
+  compiled = []
+  for preset in _PRESETS.value if _COMPILED.value else ():
+    config = preset_config(preset)
+    for rules_name, mesh_shape, attention in COMPILED:
+      row = {"preset": preset, "rules": rules_name, "mesh": list(mesh_shape),
+             "attention": attention, "micro_batch": _MICRO.value,
+             "seq_len": config.data.seq_len,
+             **compiled_bytes(config, rules_name, mesh_shape, attention)}
+      compiled.append(row)
+      print(json.dumps(row), flush=True)
+  print("wrote", common.write_result("memory", {"rows": rows,
+                                                "compiled": compiled}))
 
 
 if __name__ == "__main__":
