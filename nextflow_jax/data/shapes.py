@@ -928,7 +928,8 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
 
   Generated locally (no download). Configs: "32px" (512 train / 64 test,
   4 frames; unit tests), "32px_8k" (8000 / 500, 4 frames; 32 px recipes),
-  "32px_8k_grid4" (the same with boxes on a 4-pixel grid) and "64px"
+  "32px_8k_grid4" / "32px_8k_grid8" (the same with boxes on a 4- or 8-pixel
+  grid) and "64px"
   (8000 / 500, 8 frames; demo); any
   `ShapesConfig` may be passed as `config`. Splits "train" and "test" share no
   scene. Features, with S = image_size and T = num_frames:
@@ -972,6 +973,17 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
           num_test=500,
           num_frames=4,
           grid=4,
+      ),
+      ShapesConfig(
+          name="32px_8k_grid8",
+          description=("32x32 images, 8000 train / 500 test, every box 8x8"
+                       " on an 8-pixel grid: one latent cell per object for"
+                       " a downsample-8 tokenizer (4x4 latent)."),
+          image_size=32,
+          num_train=8000,
+          num_test=500,
+          num_frames=4,
+          grid=8,
       ),
       ShapesConfig(
           name="64px",
@@ -1060,7 +1072,7 @@ def split_scenes(config: ShapesConfig, split: str) -> list[Scene]:
 
 def builder_config(name: str) -> ShapesConfig:
   """The `Shapes` config of that name ("32px", "32px_8k", "32px_8k_grid4",
-  "64px")."""
+  "32px_8k_grid8", "64px")."""
   configs = {c.name: c for c in Shapes.BUILDER_CONFIGS}
   if name not in configs:
     raise ValueError(f"shapes has configs {sorted(configs)}, not {name!r}.")

@@ -4,7 +4,7 @@
 
 Spec grammar (`config.data.sources` entries):
 
-  shapes/32px, shapes/32px_8k, shapes/32px_8k_grid4, shapes/64px
+  shapes/32px, shapes/32px_8k, shapes/32px_8k_grid{4,8}, shapes/64px
                                  embedded procedural shapes (built locally)
   twemoji/32px, twemoji/64px     embedded Twemoji (built locally)
   tfds:NAME[/CONFIG][:VERSION]   any TFDS dataset already prepared in
@@ -47,7 +47,7 @@ class SourceSpec:
 
 def parse_source_spec(spec: str) -> SourceSpec:
   """Parses a spec string; raises ValueError saying what is allowed."""
-  embedded_help = ("shapes/{32px,32px_8k,32px_8k_grid4,64px}, "
+  embedded_help = ("shapes/{32px,32px_8k,32px_8k_grid4,32px_8k_grid8,64px}, "
                    "twemoji/{32px,64px}")
   if spec.startswith("tfds:"):
     name = spec[len("tfds:"):]
