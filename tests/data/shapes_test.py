@@ -230,6 +230,12 @@ def test_grid_scenes_cover_whole_cells_and_keep_the_invariants():
                                 32, 4, config.grid)
   assert shapes.Scene.from_json(example["scene"]) == scene
   assert all(v % 4 == 0 for o in scene.objects for v in o.box)
+  # grid8: every object is one 8x8 cell of an 8-pixel grid.
+  for scene in shapes.split_scenes(shapes.builder_config("32px_8k_grid8"),
+                                   "test")[:100]:
+    _assert_well_formed(scene)
+    for o in scene.objects:
+      assert o.box[2] - o.box[0] == 8 and all(v % 8 == 0 for v in o.box)
 
 
 @pytest.mark.parametrize("image_size", SIZES)
