@@ -84,17 +84,8 @@ def _shapes32_grid(c):
   c.extract.rate = 0.2
 
 
-def _shapes32_cell(c):
-  """Codes for the shapes32_cell recipe: shapes/32px_8k_grid8 through the
-  configs/tokenizer.py:shapes32_cell tokenizer (its scales 1, 2, 4: 21
-  codes), self-correction on 20 % of the cells."""
-  c.data.sources = ("shapes/32px_8k_grid8",)
-  c.extract.image_fields = ("image",)
-  c.extract.rate = 0.2
-
-
 PRESETS = {"mu": _mu, "cpu": _cpu, "shapes32": _shapes32,
-           "shapes32_grid": _shapes32_grid, "shapes32_cell": _shapes32_cell}
+           "shapes32_grid": _shapes32_grid}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -220,19 +220,8 @@ def _shapes32_grid(c):
   c.data.task_weights = (8.0, 1.0, 1.0)
 
 
-def _shapes32_cell(c):
-  """The shapes32_cell recipe's model: the cpu model on the 21-code images
-  of configs/extract.py:shapes32_cell (about 40 positions per text-to-image
-  document, a dozen documents per 512-position row), t2i : caption : VQA at
-  8 : 1 : 1."""
-  _shapes32_grid(c)
-  c.train.num_steps = 800
-  c.train.eval_every_steps = 400
-  c.train.ckpt_every_steps = 200
-
-
 PRESETS = {"mu": _mu, "cpu": _cpu, "shapes32": _shapes32,
-           "shapes32_grid": _shapes32_grid, "shapes32_cell": _shapes32_cell,
+           "shapes32_grid": _shapes32_grid,
            "1b": _1b, "7b": _7b}
 
 

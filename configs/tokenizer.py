@@ -266,25 +266,8 @@ def _shapes32(c):
   c.train.eval_every_steps = 1000
 
 
-def _shapes32_cell(c):
-  """The shapes32_cell recipe's tokenizer: 32 px shapes whose 8x8 objects
-  sit on an 8-pixel grid (shapes/32px_8k_grid8), 8x downsampling (a
-  space-to-depth stem and two stages) to a 4x4 latent, so that each object
-  is one latent cell, three aligned scales 1, 2, 4 (21 codes), 128 k-means
-  codes after an autoencoder warm-up (experiments/README.md)."""
-  _shapes32(c)
-  c.data.sources = ("shapes/32px_8k_grid8",)
-  c.tokenizer.scales = "1,2,4"
-  c.tokenizer.channel_mults = (1, 2, 2)
-  c.tokenizer.codebook_size = 128
-  c.codes.autoencoder_steps = 500
-  c.train.num_steps = 2000
-  c.train.eval_every_steps = 1000
-  c.eval.geneval_images = 200
-
-
 PRESETS = {"mu": _mu, "cpu": _cpu, "cpu_pixel": _cpu_pixel,
-           "shapes32": _shapes32, "shapes32_cell": _shapes32_cell,
+           "shapes32": _shapes32,
            "256": _256}
 
 
