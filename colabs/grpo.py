@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -46,6 +48,9 @@ from nextflow_jax.sampling.generator import Generator, SamplingConfig
 ROOT = next(p for p in (".", "..") if os.path.isdir(os.path.join(p, "configs")))
 BUNDLE = os.path.join(ROOT, "pretrained", "shapes-cpu")
 gen = Generator.from_pretrained(BUNDLE)
+
+# %% tags=["parameters"]
+UPDATES = 20  # GRPO updates in the short run (the test suite runs 2)
 
 # %% [markdown]
 # ## A reward on a batch
@@ -104,10 +109,10 @@ config.grpo.group_size = 4
 config.grpo.prompts_per_update = 2
 config.grpo.prefix_scales = 3
 config.optim.lr = 1e-4
-config.train.num_steps = 20
+config.train.num_steps = UPDATES
 config.train.log_every_steps = 5
-config.train.ckpt_every_steps = 20
-config.train.eval_every_steps = 20
+config.train.ckpt_every_steps = UPDATES
+config.train.eval_every_steps = UPDATES
 WORKDIR = tempfile.mkdtemp(prefix="grpo_")
 trainers.validate(config, WORKDIR)
 report = trainers.get("grpo").run(config, WORKDIR)

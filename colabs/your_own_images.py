@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -59,6 +61,10 @@ def run(config, workdir):
   return trainers.get(config.trainer).run(config, workdir)
 
 
+# %% tags=["parameters"]
+TOKENIZER_STEPS = 40  # the test suite runs 4 of each
+PRETRAIN_STEPS = 40
+
 # %% [markdown]
 # ## A folder of captioned images
 # 96 drawings of four kinds of scene, each with a caption file. Replace this
@@ -109,10 +115,10 @@ SOURCE = f"array_record:{DATA}"
 tok = load("tokenizer.py:mu")
 tok.data.sources = (SOURCE,)
 tok.data.weights = (1.0,)
-tok.train.num_steps = 40
+tok.train.num_steps = TOKENIZER_STEPS
 tok.train.log_every_steps = 20
-tok.train.ckpt_every_steps = 40
-tok.train.eval_every_steps = 40
+tok.train.ckpt_every_steps = TOKENIZER_STEPS
+tok.train.eval_every_steps = TOKENIZER_STEPS
 TOK_DIR = os.path.join(WORK, "tokenizer")
 run(tok, TOK_DIR)
 print(sorted(os.listdir(TOK_DIR)))
@@ -144,10 +150,10 @@ nf = load("nextflow.py:mu")
 nf.data.codes_dir = CODES
 nf.data.tasks = ("t2i",)
 nf.data.task_weights = (1.0,)
-nf.train.num_steps = 40
+nf.train.num_steps = PRETRAIN_STEPS
 nf.train.log_every_steps = 20
-nf.train.ckpt_every_steps = 40
-nf.train.eval_every_steps = 40
+nf.train.ckpt_every_steps = PRETRAIN_STEPS
+nf.train.eval_every_steps = PRETRAIN_STEPS
 MODEL_DIR = os.path.join(WORK, "nextflow")
 report = run(nf, MODEL_DIR)
 print({k: v for k, v in report.items() if isinstance(v, (int, float))})

@@ -88,7 +88,8 @@ def _base() -> ml_collections.ConfigDict:
   c.model.max_scales = 18
   c.model.shared_head = False  # True: the paper's single head
   # "xla" | "blocked" (online softmax over key blocks, any backend: long
-  # sequences) | "cudnn" (GPU); model/layers.py.
+  # sequences) | "cudnn" (GPU) | "pallas" (TPU flash kernel; block a
+  # multiple of 128); model/layers.py.
   c.model.attention = "xla"
   c.model.attention_block = 512
   c.model.scan_layers = True

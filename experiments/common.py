@@ -11,8 +11,11 @@ import subprocess
 import time
 
 import jax
+import numpy as np
 
 from nextflow_jax.evals import report
+from nextflow_jax.evals import shapes_geneval
+from nextflow_jax.sampling import generator
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                            "results")
@@ -28,6 +31,33 @@ def machine() -> dict:
   except (OSError, subprocess.CalledProcessError):
     commit = None
   return {**report.machine(), "commit": commit}
+
+
+def load_generator(path: str):
+  """A Generator from a bundle folder or a pretraining workdir."""
+  if os.path.exists(os.path.join(path, "bundle.json")):
+    return generator.Generator.from_pretrained(path)
+  return generator.Generator.from_workdir(path)
+
+
+def score_generator(gen, prompts, out_dir: str, images_per_prompt: int,
+                    guidance: float, vqa_images: int) -> dict:
+  """shapes-GenEval of `prompts` (seed 0, `guidance`) and VQA accuracy on
+  `vqa_images` held-out images: the evaluator's result dict plus
+  "vqa_accuracy"."""
+  result = shapes_geneval.evaluate_generator(
+      gen, prompts, images_per_prompt=images_per_prompt,
+      config=generator.SamplingConfig(seed=0, guidance=guidance),
+      out_dir=out_dir)
+  examples = shapes_geneval.held_out_examples(
+      vqa_images, shapes_geneval.held_out_dataset(gen.image_size[0]))
+  pairs = [(e["image"], q, a) for e in examples
+           for q, a in zip(e["questions"], e["answers"])]
+  answers = gen.answer(np.stack([p[0] for p in pairs]), [p[1] for p in pairs])
+  result["vqa_accuracy"] = float(np.mean([
+      shapes_geneval.answer_matches(a, p[2]) for a, p in zip(answers,
+                                                            pairs)]))
+  return result
 
 
 def write_result(name: str, result: dict) -> str:

@@ -34,7 +34,6 @@ import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from nextflow_jax import metrics
 from nextflow_jax.evals import shapes_geneval
-from nextflow_jax.sampling import generator as generator_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,25 +52,8 @@ _VQA = flags.DEFINE_integer("vqa_images", 32, "Held-out images for VQA.")
 
 def score(gen, prompts, out_dir):
   """shapes-GenEval and VQA of a generator (fixed seeds)."""
-  result = shapes_geneval.evaluate_generator(
-      gen, prompts, images_per_prompt=_IMAGES.value,
-      config=generator_lib.SamplingConfig(seed=0, guidance=_GUIDANCE.value),
-      out_dir=out_dir)
-  examples = shapes_geneval.held_out_examples(
-      _VQA.value, shapes_geneval.held_out_dataset(gen.image_size[0]))
-  pairs = [(e["image"], q, a) for e in examples
-           for q, a in zip(e["questions"], e["answers"])]
-  answers = gen.answer(np.stack([p[0] for p in pairs]), [p[1] for p in pairs])
-  result["vqa_accuracy"] = float(np.mean([
-      shapes_geneval.answer_matches(a, p[2]) for a, p in zip(answers,
-                                                            pairs)]))
-  return result
-
-
-def _load(path):
-  if os.path.exists(os.path.join(path, "bundle.json")):
-    return generator_lib.Generator.from_pretrained(path)
-  return generator_lib.Generator.from_workdir(path)
+  return common.score_generator(gen, prompts, out_dir, _IMAGES.value,
+                                _GUIDANCE.value, _VQA.value)
 
 
 def main(argv):
@@ -79,7 +61,7 @@ def main(argv):
   workdir = _WORKDIR.value
   os.makedirs(workdir, exist_ok=True)
   prompts = shapes_geneval.load_prompt_set(split=_SPLIT.value)
-  before = score(_load(_MODEL.value), prompts,
+  before = score(common.load_generator(_MODEL.value), prompts,
                  os.path.join(workdir, "before"))
   grpo_dir = os.path.join(workdir, "grpo")
   if not os.path.exists(os.path.join(grpo_dir, "grpo_report.json")):
@@ -90,7 +72,7 @@ def main(argv):
                     f"--workdir={grpo_dir}"], check=True, cwd=ROOT)
   with open(os.path.join(grpo_dir, "grpo_report.json")) as f:
     report = json.load(f)
-  after = score(_load(os.path.join(grpo_dir, "bundle")), prompts,
+  after = score(common.load_generator(os.path.join(grpo_dir, "bundle")), prompts,
                 os.path.join(workdir, "after"))
   rows, labels = [], []
   for i, p in enumerate(prompts):

@@ -184,7 +184,7 @@ def test_pixel_stage_needs_the_semantic_branch_off(tmp_path):
     ("data.packing", "best", r"choose 'first_fit' or 'none'"),
     ("model.num_kv_heads", 3, r"must divide model.num_heads=4"),
     ("model.attention", "flash", r"choose one of \['xla', 'blocked', "
-     r"'cudnn'\]"),
+     r"'cudnn', 'pallas'\]"),
     ("model.attention_block", 0, r"must be positive"),
     ("layout.image_order", "zigzag", r"choose one of \['next_scale', "
      r"'raster'\]"),
@@ -198,6 +198,17 @@ def test_bad_input_pretrain_values(key, value, match, tmp_path):
   section, _, leaf = key.rpartition(".")
   (config[section] if section else config)[leaf] = value
   with pytest.raises(config_lib.ConfigError, match=match):
+    trainers.validate(config, str(tmp_path))
+
+
+def test_the_pallas_kernel_needs_blocks_of_128(tmp_path):
+  config = load("nextflow.py").get_config(
+      "mu,model.attention=pallas,model.attention_block=100")
+  (tmp_path / "codes" / "codes").mkdir(parents=True)
+  config.data.codes_dir = str(tmp_path / "codes")
+  with pytest.raises(config_lib.ConfigError, match=(
+      r"config.model.attention_block=100 is invalid: .*pallas kernel needs a "
+      r"multiple of 128")):
     trainers.validate(config, str(tmp_path))
 
 

@@ -1,14 +1,18 @@
 # Copyright 2026 The nextflow_jax Authors.
 # SPDX-License-Identifier: Apache-2.0
-"""Test set-up: 4 fake CPU devices (before JAX is imported), a persistent
-compilation cache, parsed absl flags (Grain workers read them), and the
-embedded datasets prepared once per session at 32 px."""
+"""Test set-up: 4 fake CPU devices (before JAX is imported), LLVM without
+optimisation (compilation is most of a cold run: -O0 made it 28 minutes ->
+16; float rounding may differ from an optimised build, so tests compare
+programs compiled alike; notebooks and subprocesses inherit XLA_FLAGS), a persistent compilation cache, parsed absl flags (Grain
+workers read them), and the embedded datasets prepared once per session at
+32 px."""
 
 import os
 
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=4")
+                           " --xla_force_host_platform_device_count=4"
+                           " --xla_backend_optimization_level=0")
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR",
     os.path.join(os.path.dirname(os.path.dirname(__file__)), ".jax_cache"))

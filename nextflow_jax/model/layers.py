@@ -32,6 +32,12 @@ Design choices (and why):
       - "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`
         with the same boolean mask (GPU only; JAX raises at compile time
         elsewhere or when cuDNN cannot take the shape).
+      - "pallas": a flash-attention Pallas kernel for TPU that builds the
+        mask from the ids in VMEM and skips key blocks no query of the
+        block can see (`pallas_attention.py`); `attention_block` (a
+        multiple of 128) sizes its query and key blocks. Its backward pass
+        differentiates "blocked" on the same inputs (`jax.custom_vjp`). On
+        CPU it runs in the Pallas interpreter (tests); not on GPU.
     A query row with no visible key is padding (a real token always sees
     itself); its output is set to zero by every implementation.
   * KV cache as in flax lm1b: pass `decode=True`, create the "cache"
@@ -50,10 +56,13 @@ Design choices (and why):
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from nextflow_jax.model import pallas_attention
 from nextflow_jax.model import rope
 
 TOKEN_AXES = ("act_batch", "act_len", "act_embed")
@@ -100,16 +109,26 @@ def attention_mask(segment_q_BL: jax.Array, block_q_BL: jax.Array,
   return same_segment & (segment_k != 0) & earlier_block
 
 
-ATTENTION_IMPLEMENTATIONS = ("xla", "blocked", "cudnn")
+ATTENTION_IMPLEMENTATIONS = ("xla", "blocked", "cudnn", "pallas")
 
 
 def check_attention(owner: str, implementation: str, block: int) -> None:
-  """Raises ValueError for an unknown implementation or block size."""
+  """Raises ValueError for an unknown implementation, a block size it
+  cannot take, or "pallas" on a GPU."""
   if implementation not in ATTENTION_IMPLEMENTATIONS:
     raise ValueError(f"{owner}.attention={implementation!r}; choose one of "
                      f"{ATTENTION_IMPLEMENTATIONS}.")
   if block < 1:
     raise ValueError(f"{owner}.attention_block={block} must be positive.")
+  if implementation == "pallas":
+    if block % pallas_attention.LANES:
+      raise ValueError(
+          f"{owner}.attention_block={block}: the pallas kernel needs a "
+          f"multiple of {pallas_attention.LANES} (TPU lanes); try 512.")
+    if jax.default_backend() == "gpu":
+      raise ValueError(
+          f"{owner}.attention='pallas' is the TPU kernel and has no GPU "
+          "lowering; on a GPU use 'cudnn' (or 'blocked').")
 
 
 def dot_product_attention(q_BLNK: jax.Array, k_BSGK: jax.Array,
@@ -135,6 +154,9 @@ def dot_product_attention(q_BLNK: jax.Array, k_BSGK: jax.Array,
   if implementation == "blocked":
     out = _blocked_attention(q_BLNK, k_BSGK, v_BSGK, segment_q_BL, block_q_BL,
                              segment_k_BS, block_k_BS, block)
+  elif implementation == "pallas":
+    out = _pallas_attention(q_BLNK, k_BSGK, v_BSGK, segment_q_BL, block_q_BL,
+                            segment_k_BS, block_k_BS, block)
   else:
     mask = attention_mask(segment_q_BL, block_q_BL, segment_k_BS, block_k_BS)
     out = jax.nn.dot_product_attention(
@@ -186,6 +208,32 @@ def _blocked_attention(q, k, v, segment_q, block_q, segment_k, block_k,
   (_, l, acc), _ = jax.lax.scan(step, init, chunks)
   out = acc / jnp.where(l > 0, l, 1.0)[..., None]
   return out.reshape(b, length, n, d).astype(q.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def _pallas_attention(q, k, v, segment_q, block_q, segment_k, block_k,
+                      block):
+  """The Pallas kernel forward; gradients of "blocked" (module docstring)."""
+  return pallas_attention.flash_attention(
+      q, k, v, segment_q, block_q, segment_k, block_k, block=block,
+      interpret=jax.default_backend() != "tpu")
+
+
+def _pallas_attention_fwd(q, k, v, segment_q, block_q, segment_k, block_k,
+                          block):
+  out = _pallas_attention(q, k, v, segment_q, block_q, segment_k, block_k,
+                          block)
+  return out, (q, k, v, segment_q, block_q, segment_k, block_k)
+
+
+def _pallas_attention_bwd(block, residuals, grad_out):
+  q, k, v, *ids = residuals
+  _, vjp = jax.vjp(lambda q, k, v: _blocked_attention(q, k, v, *ids, block),
+                   q, k, v)
+  return (*vjp(grad_out), None, None, None, None)
+
+
+_pallas_attention.defvjp(_pallas_attention_fwd, _pallas_attention_bwd)
 
 
 def check_heads(owner: str, num_heads: int, num_kv_heads: int,

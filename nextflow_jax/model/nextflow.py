@@ -58,7 +58,8 @@ class NextFlow(nn.Module):
       are 0 = none, 1..max_scales, and max_scales + 1 for context blocks).
     shared_head: one head over text + codes instead of two.
     attention, attention_block: the attention implementation
-      (`layers`: "xla", "blocked", "cudnn") and the blocked one's key block.
+      (`layers`: "xla", "blocked", "cudnn", "pallas") and the block size of
+      "blocked" (keys) and "pallas" (queries and keys).
     scan_layers, remat_policy: see `transformer.Transformer`.
     dtype, param_dtype: compute and parameter dtypes.
   """

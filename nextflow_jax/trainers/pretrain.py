@@ -132,9 +132,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise config_lib.ConfigError(
         "model.attention", model.attention,
         f"choose one of {list(layers.ATTENTION_IMPLEMENTATIONS)}.")
-  if model.get("attention_block", 1) < 1:
+  try:
+    layers.check_attention("config.model", model.get("attention", "xla"),
+                           model.get("attention_block", 512))
+  except ValueError as e:
     raise config_lib.ConfigError("model.attention_block",
-                                 model.attention_block, "must be positive.")
+                                 model.get("attention_block"), str(e)) from e
   if data.packing not in ("first_fit", "none"):
     raise config_lib.ConfigError("data.packing", data.packing,
                                  "choose 'first_fit' or 'none'.")

@@ -463,6 +463,7 @@ def test_cli_writes_a_bundle_that_continues_text_like_pytorch(
   assert tuple(map(tuple, schedule)) == gen.schedule
 
 
+@pytest.mark.slow  # cold: over a minute of compilation
 def test_pretraining_starts_from_a_conversion(numpy_qwen, tokenizer_json,
                                               tok_dir, tfds_dir, tmp_path):
   """init_from: the decoder and text rows are Qwen's (a tiny lr keeps them), the

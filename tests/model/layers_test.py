@@ -3,6 +3,8 @@
 """Decoder layers: the attention mask rule (by hand and as the module uses
 it), GQA, padding, RMSNorm and SwiGLU numerics, argument validation."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 
 from nextflow_jax.model import layers
+from nextflow_jax.model import pallas_attention
 from nextflow_jax.model import rope
 
 B, L, D = 2, 8, 32
@@ -95,11 +98,14 @@ def test_mask_against_a_cache():
     layers.attention_mask(SEGMENTS, BLOCKS[:, :3], SEGMENTS, BLOCKS)
 
 
-@pytest.mark.parametrize("block", [3, 8, 64])
-def test_blocked_attention_equals_xla_in_values_and_gradients(block):
+@pytest.mark.parametrize("implementation,block", [
+    ("blocked", 3), ("blocked", 8), ("blocked", 64), ("pallas", 128)])
+def test_implementations_equal_xla_in_values_and_gradients(implementation,
+                                                           block):
   """Packing, padding, block-causal images and GQA (4 query heads on 2 KV
   heads); key blocks that do not divide S (3), one block (8) and a block
-  larger than S (64): the same outputs and gradients as the XLA path."""
+  larger than S (64, and the Pallas kernel's 128): the same outputs and
+  gradients as the XLA path."""
   k1, k2, k3 = jax.random.split(jax.random.key(1), 3)
   q = jax.random.normal(k1, (B, L, 4, 16))
   k = jax.random.normal(k2, (B, L, 2, 16))
@@ -114,7 +120,8 @@ def test_blocked_attention_equals_xla_in_values_and_gradients(block):
   (_, want), grads_want = jax.value_and_grad(
       lambda *a: loss("xla", *a), argnums=(0, 1, 2), has_aux=True)(q, k, v)
   (_, got), grads_got = jax.jit(jax.value_and_grad(
-      lambda *a: loss("blocked", *a), argnums=(0, 1, 2), has_aux=True))(
+      lambda *a: loss(implementation, *a), argnums=(0, 1, 2),
+      has_aux=True))(
           q, k, v)
   np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
   assert not np.any(np.asarray(got)[1, 6:])  # padding queries are zero
@@ -123,11 +130,82 @@ def test_blocked_attention_equals_xla_in_values_and_gradients(block):
     np.testing.assert_allclose(g, w, atol=2e-5, rtol=1e-4)
 
 
+def _packed_documents(length, seed):
+  """(B, length) segment and block ids of packed documents mixing text
+  tokens (own block) and image scales of 4 and 16 tokens, padded at the
+  end."""
+  rng = np.random.default_rng(seed)
+  segments = np.zeros((B, length), np.int32)
+  blocks = np.zeros((B, length), np.int32)
+  for row in range(B):
+    start, segment = 0, 1
+    while start < length - 20:
+      size = min(int(rng.integers(20, 150)), length - 20 - start)
+      ids, block = [], 0
+      while len(ids) < size:
+        block += 1
+        ids += [block] * int(rng.choice([1, 1, 4, 16]))
+      segments[row, start:start + size] = segment
+      blocks[row, start:start + size] = ids[:size]
+      start, segment = start + size, segment + 1
+  return segments, blocks
+
+
+def test_pallas_kernel_skips_invisible_blocks_and_equals_xla():
+  """300 queries on 300 keys in blocks of 128: a 3x3 grid of block pairs
+  whose table marks the causal upper blocks invisible; the kernel's output
+  equals the XLA path on real rows (padding rows are zeroed by the caller).
+  Also a cache read: 8 new queries against 300 keys whose last slots are
+  empty."""
+  segments, blocks = _packed_documents(300, seed=0)
+  k1, k2, k3 = jax.random.split(jax.random.key(2), 3)
+  q = jax.random.normal(k1, (B, 300, 4, 16))
+  k = jax.random.normal(k2, (B, 300, 2, 16))
+  v = jax.random.normal(k3, (B, 300, 2, 16))
+  padded = [np.pad(x, ((0, 0), (0, 84))) for x in (segments, blocks)]
+  table = np.asarray(pallas_attention.visible_blocks(*padded, *padded, 128,
+                                                     128))
+  assert table.shape == (B, 3, 3)
+  assert not table[:, 0, 2].any() and table.diagonal(axis1=1, axis2=2).all()
+  ids = (segments, blocks, segments, blocks)
+  want = layers.dot_product_attention(q, k, v, *ids)
+  got = pallas_attention.flash_attention(q, k, v, *ids, block=128,
+                                         interpret=True)
+  real = segments != 0
+  np.testing.assert_allclose(np.asarray(got)[real], np.asarray(want)[real],
+                             atol=2e-6)
+  # Decode-style read: the last 8 written tokens against the whole cache,
+  # of which the last 40 slots are empty (segment 0).
+  cache_segments = np.where(np.arange(300) < 260, segments, 0)
+  cache_ids = (cache_segments, blocks)
+  new = (segments[:, 252:260], blocks[:, 252:260])
+  want = layers.dot_product_attention(q[:, 252:260], k, v, *new, *cache_ids)
+  got = layers.dot_product_attention(q[:, 252:260], k, v, *new, *cache_ids,
+                                     implementation="pallas", block=128)
+  np.testing.assert_allclose(got, want, atol=2e-6)
+
+
+def test_pallas_kernel_lowers_for_tpu():
+  """The kernel lowers through Mosaic for a TPU (cross-platform export on
+  the CPU host); the TPU compiler itself runs only on a TPU."""
+  q = jnp.zeros((1, 256, 4, 128), jnp.bfloat16)
+  k = jnp.zeros((1, 256, 2, 128), jnp.bfloat16)
+  ids = jnp.ones((1, 256), jnp.int32)
+  exported = jax.export.export(
+      jax.jit(functools.partial(pallas_attention.flash_attention, block=128)),
+      platforms=("tpu",))(q, k, k, ids, ids, ids, ids)
+  assert "tpu_custom_call" in exported.mlir_module()
+
+
 def test_an_unknown_attention_implementation_is_named():
   q = jnp.zeros((B, L, 4, 16))
   with pytest.raises(ValueError, match=r"attention='flash'.*xla"):
     layers.dot_product_attention(q, q, q, SEGMENTS, BLOCKS, SEGMENTS,
                                  BLOCKS, implementation="flash")
+  with pytest.raises(ValueError, match=r"attention_block=100: the pallas "
+                     r"kernel needs a multiple of 128"):
+    layers.dot_product_attention(q, q, q, SEGMENTS, BLOCKS, SEGMENTS,
+                                 BLOCKS, implementation="pallas", block=100)
   with pytest.raises(ValueError, match=r"attention_block=0"):
     layers.Attention(num_kv_heads=2, attention_block=0, **ATTN).init(
         jax.random.key(0), _x(), _positions(), SEGMENTS, BLOCKS)

@@ -138,15 +138,19 @@ def test_prefix_sized_cache_reads_equal_whole_cache_reads(setup, decoder):
                    *(a[:, :3] for a in (x, pos, seg, blk)))
 
 
-def test_blocked_attention_stack_matches_xla_full_and_decode(setup):
-  """The same parameters under attention="blocked" (key blocks of 5, which
-  divide neither L nor the cache): the full forward and the KV-cached decode
-  (prefix-sized reads) equal the XLA stack's forward."""
+@pytest.mark.parametrize("implementation,block", [("blocked", 5),
+                                                  ("pallas", 128)])
+def test_attention_implementations_match_xla_full_and_decode(
+    setup, implementation, block):
+  """The same parameters under another attention (blocked key blocks of 5,
+  which divide neither L nor the cache; the Pallas kernel, interpreted):
+  the full forward and the KV-cached decode (prefix-sized reads) equal the
+  XLA stack's forward."""
   pos, seg, blk = _layout("packed")
   x = _x(1)
   want = setup.forward(setup.params, x, pos, seg, blk)
-  blocked = transformer.Transformer(**CONFIG, attention="blocked",
-                                    attention_block=5)
+  blocked = transformer.Transformer(**CONFIG, attention=implementation,
+                                    attention_block=block)
   got = jax.jit(blocked.apply)(setup.params, x, pos, seg, blk)
   np.testing.assert_allclose(got, want, atol=2e-5)
   dummy = (jnp.zeros((B, MAX_LEN, CONFIG["width"])),

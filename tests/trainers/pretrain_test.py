@@ -93,6 +93,7 @@ def test_loss_falls_and_reports_tasks_and_scales(codes_dir, tmp_path):
   assert "eval/loss/visual_loss" in scalars
 
 
+@pytest.mark.slow  # a second dataset through the same trainer
 def test_loss_falls_on_twemoji_too(tok_dir, tfds_dir, tmp_path):
   codes = extract_codes(tok_dir, tfds_dir, str(tmp_path / "codes"),
                         "twemoji/32px")

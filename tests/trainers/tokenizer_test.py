@@ -119,6 +119,7 @@ def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(
   assert logged.count(before + 1) == 2  # trained again after the fallback
 
 
+@pytest.mark.slow  # cold: over a minute of compilation
 def test_a_diverging_run_keeps_its_newest_checkpoint_finite(
     trained, tfds_dir, tmp_path):
   """A learning rate that overflows after a resume: the run stops before
@@ -309,6 +310,7 @@ def test_decoder_stage_trains_only_the_pixel_decoder():
   assert (new["tokenizer"]["quantizer"]["codebook"] == 1).all()
 
 
+@pytest.mark.slow  # cold: over a minute of compilation
 def test_teacher_objective_and_pixel_only_stage(tfds_dir, tmp_path):
   teacher = networks.ViTEncoder(patch_size=8, width=32, depth=1, num_heads=2,
                                 mlp_dim=64)
