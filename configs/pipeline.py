@@ -50,7 +50,7 @@ def _base() -> ml_collections.ConfigDict:
                               "codes.autoencoder_steps=250")
   c.stages.extract = _stage("configs/extract.py:shapes32")
   c.stages.pretrain = _stage("configs/nextflow.py:shapes32",
-                             "train.max_minutes=12")
+                             "train.max_minutes=11")
   c.stages.grpo = _stage("configs/grpo.py:cpu", "train.max_minutes=3",
                          "train.eval_every_steps=10")
   c.stages.sample = _stage("configs/sample.py")
