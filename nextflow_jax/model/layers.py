@@ -36,8 +36,8 @@ Design choices (and why):
         mask from the ids in VMEM and skips key blocks no query of the
         block can see (`pallas_attention.py`); `attention_block` (a
         multiple of 128) sizes its query and key blocks. Its backward pass
-        differentiates "blocked" on the same inputs (`jax.custom_vjp`). On
-        CPU it runs in the Pallas interpreter (tests); not on GPU.
+        is two more kernels (FlashAttention-2's dK/dV and dQ). On CPU it
+        runs in the Pallas interpreter (tests); not on GPU.
     A query row with no visible key is padding (a real token always sees
     itself); its output is set to zero by every implementation.
   * KV cache as in flax lm1b: pass `decode=True`, create the "cache"
@@ -56,7 +56,6 @@ Design choices (and why):
 
 from __future__ import annotations
 
-import functools
 
 import flax.linen as nn
 import jax
@@ -210,30 +209,12 @@ def _blocked_attention(q, k, v, segment_q, block_q, segment_k, block_k,
   return out.reshape(b, length, n, d).astype(q.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
 def _pallas_attention(q, k, v, segment_q, block_q, segment_k, block_k,
                       block):
-  """The Pallas kernel forward; gradients of "blocked" (module docstring)."""
+  """The Pallas kernels: compiled on TPU, interpreted elsewhere (tests)."""
   return pallas_attention.flash_attention(
       q, k, v, segment_q, block_q, segment_k, block_k, block=block,
       interpret=jax.default_backend() != "tpu")
-
-
-def _pallas_attention_fwd(q, k, v, segment_q, block_q, segment_k, block_k,
-                          block):
-  out = _pallas_attention(q, k, v, segment_q, block_q, segment_k, block_k,
-                          block)
-  return out, (q, k, v, segment_q, block_q, segment_k, block_k)
-
-
-def _pallas_attention_bwd(block, residuals, grad_out):
-  q, k, v, *ids = residuals
-  _, vjp = jax.vjp(lambda q, k, v: _blocked_attention(q, k, v, *ids, block),
-                   q, k, v)
-  return (*vjp(grad_out), None, None, None, None)
-
-
-_pallas_attention.defvjp(_pallas_attention_fwd, _pallas_attention_bwd)
 
 
 def check_heads(owner: str, num_heads: int, num_kv_heads: int,

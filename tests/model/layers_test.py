@@ -154,7 +154,8 @@ def _packed_documents(length, seed):
 def test_pallas_kernel_skips_invisible_blocks_and_equals_xla():
   """300 queries on 300 keys in blocks of 128: a 3x3 grid of block pairs
   whose table marks the causal upper blocks invisible; the kernel's output
-  equals the XLA path on real rows (padding rows are zeroed by the caller).
+  equals the XLA path on real rows (padding rows are zeroed by the caller),
+  and so do the backward kernels' gradients.
   Also a cache read: 8 new queries against 300 keys whose last slots are
   empty."""
   segments, blocks = _packed_documents(300, seed=0)
@@ -174,6 +175,20 @@ def test_pallas_kernel_skips_invisible_blocks_and_equals_xla():
   real = segments != 0
   np.testing.assert_allclose(np.asarray(got)[real], np.asarray(want)[real],
                              atol=2e-6)
+  # The backward kernels over the same 3x3 block pairs (skipped ones
+  # included) give XLA's gradients.
+  weights = jax.random.normal(jax.random.key(3), q.shape)
+
+  def loss(implementation, q, k, v):
+    out = layers.dot_product_attention(q, k, v, *ids, block=128,
+                                       implementation=implementation)
+    return jnp.sum(out * weights)
+
+  grads_want = jax.grad(functools.partial(loss, "xla"), (0, 1, 2))(q, k, v)
+  grads_got = jax.jit(jax.grad(functools.partial(loss, "pallas"),
+                               (0, 1, 2)))(q, k, v)
+  for g, w in zip(grads_got, grads_want):
+    np.testing.assert_allclose(g, w, atol=1e-5)
   # Decode-style read: the last 8 written tokens against the whole cache,
   # of which the last 40 slots are empty (segment 0).
   cache_segments = np.where(np.arange(300) < 260, segments, 0)
@@ -185,16 +200,23 @@ def test_pallas_kernel_skips_invisible_blocks_and_equals_xla():
   np.testing.assert_allclose(got, want, atol=2e-6)
 
 
-def test_pallas_kernel_lowers_for_tpu():
-  """The kernel lowers through Mosaic for a TPU (cross-platform export on
-  the CPU host); the TPU compiler itself runs only on a TPU."""
+def test_pallas_kernels_lower_for_tpu():
+  """The forward and backward kernels lower through Mosaic for a TPU
+  (cross-platform export on the CPU host); the TPU compiler itself runs
+  only on a TPU."""
   q = jnp.zeros((1, 256, 4, 128), jnp.bfloat16)
   k = jnp.zeros((1, 256, 2, 128), jnp.bfloat16)
   ids = jnp.ones((1, 256), jnp.int32)
   exported = jax.export.export(
       jax.jit(functools.partial(pallas_attention.flash_attention, block=128)),
       platforms=("tpu",))(q, k, k, ids, ids, ids, ids)
-  assert "tpu_custom_call" in exported.mlir_module()
+  assert exported.mlir_module().count("tpu_custom_call") == 1
+  # The gradient: the forward kernel and the two backward kernels.
+  grad = jax.grad(lambda q, k, v: jnp.sum(pallas_attention.flash_attention(
+      q, k, v, ids, ids, ids, ids, block=128).astype(jnp.float32)),
+                  (0, 1, 2))
+  exported = jax.export.export(jax.jit(grad), platforms=("tpu",))(q, k, k)
+  assert exported.mlir_module().count("tpu_custom_call") == 3
 
 
 def test_an_unknown_attention_implementation_is_named():
