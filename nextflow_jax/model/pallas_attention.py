@@ -169,17 +169,19 @@ def _forward_kernel(visible_ref, q_ref, k_ref, v_ref, segment_q_ref,
     lse_ref[...] = jnp.broadcast_to(lse, lse_ref.shape)
 
 
-def _probabilities_and_score_grads(q, k_ref, v_ref, do_ref, lse_ref, di_ref,
-                                   ids) -> tuple[jax.Array, jax.Array]:
-  """The block's softmax probabilities P (bq, bk), recomputed from the
-  saved log-sum-exp, and dS = P * (dO V^T - rowsum(dO * O))."""
+def _block_grads(scale, q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref,
+                 *ids) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """For one visible block pair: the scaled queries (bq, K), the softmax
+  probabilities P (bq, bk) recomputed from the saved log-sum-exp, and
+  dS = P * (dO V^T - rowsum(dO * O))."""
+  q = q_ref[...].astype(jnp.float32) * scale
   logits, mask = _logits_and_mask(q, k_ref, *ids)
   p = jnp.where(mask, jnp.exp(logits - lse_ref[...][:, :1]), 0.0)
   dp = jax.lax.dot_general(do_ref[...].astype(jnp.float32),
                            v_ref[...].astype(jnp.float32),
                            (((1,), (1,)), ((), ())),
                            preferred_element_type=jnp.float32)
-  return p, p * (dp - di_ref[...][:, :1])
+  return q, p, p * (dp - di_ref[...][:, :1])
 
 
 def _dkv_kernel(visible_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref,
@@ -196,10 +198,9 @@ def _dkv_kernel(visible_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref,
 
   @pl.when(visible_ref[b, qi, kj] != 0)
   def _accumulate():
-    q = q_ref[...].astype(jnp.float32) * scale
-    p, ds = _probabilities_and_score_grads(
-        q, k_ref, v_ref, do_ref, lse_ref, di_ref,
-        (segment_q_ref, block_q_ref, segment_k_ref, block_k_ref))
+    q, p, ds = _block_grads(scale, q_ref, k_ref, v_ref, do_ref, lse_ref,
+                            di_ref, segment_q_ref, block_q_ref,
+                            segment_k_ref, block_k_ref)
     transposed = (((0,), (0,)), ((), ()))
     dv_scratch[...] += jax.lax.dot_general(
         p, do_ref[...].astype(jnp.float32), transposed,
@@ -226,10 +227,9 @@ def _dq_kernel(visible_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref,
 
   @pl.when(visible_ref[b, qi, kj] != 0)
   def _accumulate():
-    q = q_ref[...].astype(jnp.float32) * scale
-    _, ds = _probabilities_and_score_grads(
-        q, k_ref, v_ref, do_ref, lse_ref, di_ref,
-        (segment_q_ref, block_q_ref, segment_k_ref, block_k_ref))
+    _, _, ds = _block_grads(scale, q_ref, k_ref, v_ref, do_ref, lse_ref,
+                            di_ref, segment_q_ref, block_q_ref,
+                            segment_k_ref, block_k_ref)
     dq_scratch[...] += scale * jax.lax.dot(
         ds, k_ref[...].astype(jnp.float32),
         preferred_element_type=jnp.float32)
