@@ -5,6 +5,7 @@
 import importlib.util
 import os
 
+import jax
 import pytest
 
 from nextflow_jax import config_lib
@@ -209,6 +210,18 @@ def test_the_pallas_kernel_needs_blocks_of_128(tmp_path):
   with pytest.raises(config_lib.ConfigError, match=(
       r"config.model.attention_block=100 is invalid: .*pallas kernel needs a "
       r"multiple of 128")):
+    trainers.validate(config, str(tmp_path))
+
+
+def test_the_pallas_kernel_is_refused_on_a_gpu(tmp_path, monkeypatch):
+  config = load("nextflow.py").get_config("mu,model.attention=pallas,"
+                                          "model.attention_block=128")
+  (tmp_path / "codes" / "codes").mkdir(parents=True)
+  config.data.codes_dir = str(tmp_path / "codes")
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  with pytest.raises(config_lib.ConfigError, match=(
+      r"config.model.attention='pallas' is invalid: .*no GPU lowering; on a "
+      r"GPU use 'cudnn'")):
     trainers.validate(config, str(tmp_path))
 
 
