@@ -1,8 +1,9 @@
 # Copyright 2026 The nextflow_jax Authors.
 # SPDX-License-Identifier: Apache-2.0
-"""The shipped model does what it did when it was recorded.
+"""The shipped models do what they did when they were recorded.
 
-`pretrained/shapes-cpu/check.json` (written by experiments/bundle_check.py)
+`pretrained/<name>/check.json` (written by experiments/bundle_check.py), for
+the pretrained model `shapes-cpu` and its GRPO-tuned twin `shapes-cpu-rl`,
 holds one number per path through the bundle: the tokenizer's
 reconstruction score, the model's likelihood of held-out codes, VQA
 accuracy, and the shapes-GenEval of a fixed prompt spread. Recomputing them
@@ -11,6 +12,7 @@ sampler, the tokenizer or the parameter layout (without re-exporting the
 bundle) fails here.
 """
 
+import functools
 import importlib.util
 import json
 import os
@@ -22,6 +24,7 @@ from nextflow_jax.sampling import generator as generator_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE = os.path.join(ROOT, "pretrained", "shapes-cpu")
+SHIPPED = ("shapes-cpu", "shapes-cpu-rl")
 # Float differences between machines may flip a borderline image or two.
 MARGINS = {"reconstruction": 0.08, "vqa_accuracy": 0.1}
 GENERATION_MARGINS = {"overall": 0.15, "correct_images": 0.1,
@@ -29,6 +32,7 @@ GENERATION_MARGINS = {"overall": 0.15, "correct_images": 0.1,
 NLL_RELATIVE = 0.01
 
 
+@functools.cache  # once: the script defines absl flags at import
 def _bundle_check():
   spec = importlib.util.spec_from_file_location(
       "bundle_check", os.path.join(ROOT, "experiments", "bundle_check.py"))
@@ -37,24 +41,23 @@ def _bundle_check():
   return module
 
 
-@pytest.fixture(scope="module")
-def measured():
-  with open(os.path.join(BUNDLE, "check.json")) as f:
-    recorded = json.load(f)
-  gen = generator_lib.Generator.from_pretrained(BUNDLE)
-  return recorded, _bundle_check().measure(gen, recorded["settings"])
-
-
-def test_shipped_bundle_is_small_and_self_contained():
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_bundle_is_small_and_self_contained(name):
+  folder = os.path.join(ROOT, "pretrained", name)
   size = sum(os.path.getsize(os.path.join(d, f))
-             for d, _, files in os.walk(BUNDLE) for f in files)
-  assert size <= 40 * 2**20, f"{BUNDLE} is {size / 2**20:.1f} MiB"
-  config = bundle.read_config(BUNDLE)
+             for d, _, files in os.walk(folder) for f in files)
+  assert size <= 40 * 2**20, f"{folder} is {size / 2**20:.1f} MiB"
+  config = bundle.read_config(folder)
   assert config["schedule"] and config["provenance"]
 
 
-def test_shipped_bundle_measures_as_recorded(measured):
-  recorded, now = measured
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_bundle_measures_as_recorded(name):
+  folder = os.path.join(ROOT, "pretrained", name)
+  with open(os.path.join(folder, "check.json")) as f:
+    recorded = json.load(f)
+  now = _bundle_check().measure(generator_lib.Generator.from_pretrained(
+      folder), recorded["settings"])
   for key, margin in MARGINS.items():
     assert abs(now[key] - recorded[key]) <= margin, (key, now[key],
                                                      recorded[key])
