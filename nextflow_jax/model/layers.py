@@ -56,7 +56,6 @@ Design choices (and why):
 
 from __future__ import annotations
 
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -111,21 +110,35 @@ def attention_mask(segment_q_BL: jax.Array, block_q_BL: jax.Array,
 ATTENTION_IMPLEMENTATIONS = ("xla", "blocked", "cudnn", "pallas")
 
 
+class AttentionChoiceError(ValueError):
+  """An attention implementation or block size that cannot be used;
+  `field` names the attribute at fault ("attention" or "attention_block")."""
+
+  def __init__(self, field: str, message: str):
+    super().__init__(message)
+    self.field = field
+
+
 def check_attention(owner: str, implementation: str, block: int) -> None:
-  """Raises ValueError for an unknown implementation, a block size it
-  cannot take, or "pallas" on a GPU."""
+  """Raises AttentionChoiceError for an unknown implementation, a block size
+  it cannot take, or "pallas" on a GPU."""
   if implementation not in ATTENTION_IMPLEMENTATIONS:
-    raise ValueError(f"{owner}.attention={implementation!r}; choose one of "
-                     f"{ATTENTION_IMPLEMENTATIONS}.")
+    raise AttentionChoiceError(
+        "attention", f"{owner}.attention={implementation!r}; choose one of "
+        f"{ATTENTION_IMPLEMENTATIONS}.")
   if block < 1:
-    raise ValueError(f"{owner}.attention_block={block} must be positive.")
+    raise AttentionChoiceError(
+        "attention_block", f"{owner}.attention_block={block} must be "
+        "positive.")
   if implementation == "pallas":
     if block % pallas_attention.LANES:
-      raise ValueError(
+      raise AttentionChoiceError(
+          "attention_block",
           f"{owner}.attention_block={block}: the pallas kernel needs a "
           f"multiple of {pallas_attention.LANES} (TPU lanes); try 512.")
     if jax.default_backend() == "gpu":
-      raise ValueError(
+      raise AttentionChoiceError(
+          "attention",
           f"{owner}.attention='pallas' is the TPU kernel and has no GPU "
           "lowering; on a GPU use 'cudnn' (or 'blocked').")
 

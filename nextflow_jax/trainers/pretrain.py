@@ -135,10 +135,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   try:
     layers.check_attention("config.model", model.get("attention", "xla"),
                            model.get("attention_block", 512))
-  except ValueError as e:  # a block size it cannot take, or no backend
-    field = "attention_block" if ".attention_block=" in str(e) else (
-        "attention")
-    raise config_lib.ConfigError(f"model.{field}", model.get(field),
+  except layers.AttentionChoiceError as e:
+    raise config_lib.ConfigError(f"model.{e.field}", model.get(e.field),
                                  str(e)) from e
   if data.packing not in ("first_fit", "none"):
     raise config_lib.ConfigError("data.packing", data.packing,
