@@ -318,6 +318,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         shard_count=jax.process_count(), num_threads=data.num_threads,
         prefetch=data.prefetch, num_workers=num_workers)
 
+  if config.eval.num_batches > 0:
+    _check_eval_split(dataset(eval_src, shuffle=False, num_epochs=1,
+                              seed_offset=1), data)
   settings = loop.LoopSettings.from_config(config)
   tx = pretrain_step.make_optimizer(config.optim, settings.num_steps)
   example = sequences.example_batch(layout, model.codebook_size, data.seq_len)
@@ -409,6 +412,18 @@ def _flatten_metrics(values: dict) -> dict[str, float]:
     if n:
       out[f"task_ce/{tasks_lib.TASKS[t]}"] = float(ce)
   return out
+
+
+def _check_eval_split(eval_dataset, data: ml_collections.ConfigDict) -> None:
+  """Fails before the first step, not at the first evaluation (which would
+  lose the steps since the last checkpoint), when the evaluation split
+  cannot fill one batch."""
+  if next(iter(eval_dataset), None) is None:
+    raise ValueError(
+        f"data.eval_split={data.eval_split!r} of {data.codes_dir} does not "
+        f"fill one batch of data.global_batch_size={data.global_batch_size}"
+        f" rows of data.seq_len={data.seq_len} tokens; extract more records"
+        " into that split, lower the batch size, or set eval.num_batches=0.")
 
 
 def _evaluate(eval_fn, params, dataset, mesh, num_batches: int) -> dict:

@@ -211,6 +211,17 @@ def test_too_long_sequences_fail_clearly(codes_dir, tmp_path):
     pretrain.run(config, str(tmp_path))
 
 
+def test_an_eval_split_smaller_than_a_batch_fails_before_training(
+    codes_dir, tmp_path):
+  """64 test records pack into fewer than 64 rows: refused up front, not
+  after the first eval_every_steps steps of training."""
+  config = mu_config(codes_dir, **{"data.global_batch_size": 64})
+  with pytest.raises(ValueError, match=r"data.eval_split='test' .* does not "
+                     r"fill one batch of data.global_batch_size=64"):
+    pretrain.run(config, str(tmp_path))
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
 def test_a_diverging_run_keeps_its_newest_checkpoint_finite(codes_dir,
                                                             tmp_path):
   """Two good steps, then a learning rate that overflows: the run stops
