@@ -83,6 +83,9 @@ def _base() -> ml_collections.ConfigDict:
   c.model.mlp_dim = 704
   c.model.rope_theta = 1_000_000.0
   c.model.mrope_sections = ()  # () = scale (16, 24, 24) to head_dim
+  # Interleaved RoPE frequencies; False: Qwen2.5-VL's contiguous layout, in
+  # which the column stream is too slow to tell columns apart (model/rope.py).
+  c.model.mrope_interleaved = True
   c.model.qkv_bias = True
   c.model.norm_eps = 1e-6  # RMSNorm epsilon (Qwen2.5: 1e-6)
   c.model.max_scales = 18

@@ -158,7 +158,8 @@ def load(folder: str) -> workdirs.TrainedModel:
       reads.
   """
   config = _read_checked(folder)
-  model = module_from_json(nextflow.NextFlow, config["model"])
+  model = module_from_json(nextflow.NextFlow,
+                           workdirs.saved_model_section(config["model"]))
   tokenizer = module_from_json(tokenizer_model_lib.VisionTokenizer,
                                config["tokenizer"])
   params = _restored(checkpoint.load_tree(os.path.join(folder, DECODER_DIR)),

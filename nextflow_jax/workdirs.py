@@ -99,6 +99,17 @@ def model_keys() -> tuple[str, ...]:
                if k not in _MODEL_SIZES_FROM_DATA)
 
 
+# NextFlow fields added after models were saved, with the value that a
+# saved model section (a workdir's config, a bundle) without the field was
+# trained with: before it existed, the RoPE frequencies were contiguous.
+SAVED_MODEL_DEFAULTS = {"mrope_interleaved": False}
+
+
+def saved_model_section(section: Mapping[str, Any]) -> dict[str, Any]:
+  """A saved `model` section with `SAVED_MODEL_DEFAULTS` filled in."""
+  return {**SAVED_MODEL_DEFAULTS, **section}
+
+
 def build_model(section: Mapping[str, Any], *, text_vocab_size: int,
                 codebook_size: int, code_dim: int) -> nextflow.NextFlow:
   """A `model` config section (+ sizes from the data) -> NextFlow.
@@ -266,7 +277,8 @@ def load_pretrain_run(workdir: str, *, step: int | None = None,
   tok_model, tok_params, tok_schedule, _ = load_tokenizer(tokenizer_workdir)
   params = raw["params"]
   model = build_model(
-      saved["model"], text_vocab_size=params["token_embed"].shape[0],
+      saved_model_section(saved["model"]),
+      text_vocab_size=params["token_embed"].shape[0],
       codebook_size=params["code_embed"].shape[0],
       code_dim=params["code_embed"].shape[1])
   return TrainedModel(

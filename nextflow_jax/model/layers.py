@@ -318,6 +318,7 @@ class Attention(nn.Module):
   head_dim: int
   rope_theta: float = 1_000_000.0
   mrope_sections: tuple[int, int, int] | None = None  # None: default.
+  mrope_interleaved: bool = True  # rope.stream_of_pairs
   qkv_bias: bool = True
   attention: str = "xla"  # One of ATTENTION_IMPLEMENTATIONS.
   attention_block: int = 512  # Keys per block of "blocked".
@@ -378,9 +379,9 @@ class Attention(nn.Module):
       return y
 
     q = rope.apply_rope(project("q", "heads"), positions_BL3,
-                        self.rope_theta, sections)
+                        self.rope_theta, sections, self.mrope_interleaved)
     k = rope.apply_rope(project("k", "kv_heads"), positions_BL3,
-                        self.rope_theta, sections)
+                        self.rope_theta, sections, self.mrope_interleaved)
     v = project("v", "kv_heads")
     q = nn.with_logical_constraint(q, HEAD_AXES)
     k = nn.with_logical_constraint(k, KV_AXES)

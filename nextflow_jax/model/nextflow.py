@@ -53,7 +53,8 @@ class NextFlow(nn.Module):
     code_dim: width of the code embedding table (the tokenizer's latent
       width, e.g. 32 + 8, to initialise it from the codebook).
     num_layers, width, num_heads, num_kv_heads, head_dim, mlp_dim,
-      rope_theta, mrope_sections, qkv_bias, norm_eps: the decoder.
+      rope_theta, mrope_sections, mrope_interleaved, qkv_bias, norm_eps:
+      the decoder (`model/rope.py` on the frequency layout).
     max_scales: largest number of scales of any schedule (scale embeddings
       are 0 = none, 1..max_scales, and max_scales + 1 for context blocks).
     shared_head: one head over text + codes instead of two.
@@ -74,6 +75,7 @@ class NextFlow(nn.Module):
   mlp_dim: int
   rope_theta: float = 1_000_000.0
   mrope_sections: tuple[int, int, int] | None = None
+  mrope_interleaved: bool = True
   qkv_bias: bool = True
   norm_eps: float = 1e-6
   max_scales: int = 18
@@ -112,7 +114,7 @@ class NextFlow(nn.Module):
         num_heads=self.num_heads, num_kv_heads=self.num_kv_heads,
         head_dim=self.head_dim, mlp_dim=self.mlp_dim,
         rope_theta=self.rope_theta, mrope_sections=self.mrope_sections,
-        norm_eps=self.norm_eps, qkv_bias=self.qkv_bias,
+        mrope_interleaved=self.mrope_interleaved, norm_eps=self.norm_eps, qkv_bias=self.qkv_bias,
         attention=self.attention, attention_block=self.attention_block,
         scan_layers=self.scan_layers, remat_policy=self.remat_policy,
         dtype=self.dtype, param_dtype=self.param_dtype)

@@ -8,10 +8,12 @@ Every token carries three real-valued positions, one per stream:
   stream 1: t for text, row coordinate p_row for image tokens;
   stream 2: t for text, column coordinate p_col for image tokens.
 
-As in Qwen2.5-VL's M-RoPE, the K/2 frequency pairs inv_freq[i] =
-theta ** (-2i / K) are split into three contiguous `sections` (Qwen:
-(16, 24, 24) for K = 128); pair i rotates by the position of the stream its
-section belongs to. The rotate-half convention of HF Qwen is kept (angles
+The K/2 frequency pairs inv_freq[i] = theta ** (-2i / K) are divided
+among the three streams by `sections` (Qwen: (16, 24, 24) for K = 128);
+pair i rotates by the position of the stream it belongs to. Two layouts
+(`stream_of_pairs`): Qwen2.5-VL's contiguous one, and an interleaved one
+(streams take turns, as in Qwen3-VL's interleaved MRoPE), the default of
+our configs. The rotate-half convention of HF Qwen is kept (angles
 concatenated twice, the first half of the head dim paired with the second),
 so HF checkpoints load without permuting q/k weights. A text token at
 (t, t, t) gets exactly 1-D RoPE, which is what preserves Qwen's text
@@ -22,6 +24,17 @@ Design choices (and why):
     Qwen's (t, h, w). The paper does not say which section carries which
     coordinate; stream 0 has the fewest (and highest) frequencies, which suits
     the few scale indices of an image.
+  * Interleaved, not contiguous, frequencies for our models. Contiguously,
+    the column stream gets the lowest frequencies: at head_dim 64 and theta
+    1e6 its fastest pair turns 0.011 rad across the whole [0, 64] range, so
+    the decoder cannot tell the columns of a grid apart. Qwen2.5-VL gets
+    away with it because its ViT has already put position into the visual
+    tokens; our code embeddings carry none, and every cell of a coarse
+    scale has the same input. Measured (experiments/README.md): a model
+    trained contiguously gave the cells of one row the same distribution
+    (L1 distance 0.0004, against 1.3 between rows) and drew horizontal
+    bands. Interleaved, every stream has high and low frequencies. Text at
+    (t, t, t) is 1-D RoPE in both layouts, so Qwen weights load either way.
   * Image coordinates follow Eq. 1: p_row = C / sqrt(h * w) * (i + 0.5),
     p_col = C / sqrt(h * w) * (j + 0.5). Every grid lies in [0, C] (square
     grids exactly span it), so a 16x16 and a 32x32 grid share one coordinate
@@ -107,6 +120,28 @@ def resolve_sections(sections: Sequence[int] | None,
   return check_sections(sections, head_dim)
 
 
+def stream_of_pairs(sections: Sequence[int],
+                    interleaved: bool = False) -> np.ndarray:
+  """(K/2,) int32: the position stream (0, 1, 2) each frequency pair reads.
+
+  Contiguous (Qwen2.5-VL): [0] * s0 + [1] * s1 + [2] * s2, highest
+  frequency first, so stream 2 (columns) gets the s2 lowest. Interleaved:
+  from the highest frequency down, streams take turns 0, 1, 2, 0, 1, 2, ...,
+  and a stream that has its section's count of pairs drops out of the turn;
+  e.g. (2, 3, 3) -> 0 1 2 0 1 2 1 2.
+  """
+  sections = tuple(int(s) for s in sections)
+  if not interleaved:
+    return np.repeat(np.arange(3), sections).astype(np.int32)
+  left, order = list(sections), []
+  while any(left):
+    for stream in range(3):
+      if left[stream]:
+        order.append(stream)
+        left[stream] -= 1
+  return np.asarray(order, np.int32)
+
+
 def inv_frequencies(head_dim: int, theta: float) -> np.ndarray:
   """(K/2,) float32 theta ** (-2i / K), i < K/2."""
   exponents = np.arange(0, head_dim, 2, dtype=np.float64) / head_dim
@@ -114,7 +149,8 @@ def inv_frequencies(head_dim: int, theta: float) -> np.ndarray:
 
 
 def apply_rope(x_BLNK: jax.Array, positions_BL3: jax.Array, theta: float,
-               sections: Sequence[int]) -> jax.Array:
+               sections: Sequence[int], interleaved: bool = False
+               ) -> jax.Array:
   """Rotates queries or keys by their 3-stream positions.
 
   Args:
@@ -123,6 +159,7 @@ def apply_rope(x_BLNK: jax.Array, positions_BL3: jax.Array, theta: float,
       valued, cast to float32.
     theta: RoPE base (Qwen2.5: 1e6).
     sections: three ints summing to K / 2 (see `check_sections`).
+    interleaved: the frequency layout (`stream_of_pairs`).
 
   Returns:
     (B, L, N, K) in the dtype of `x_BLNK`.
@@ -139,8 +176,7 @@ def apply_rope(x_BLNK: jax.Array, positions_BL3: jax.Array, theta: float,
                      f"{(b, length, 3)} to match x {x_BLNK.shape}; got "
                      f"{positions_BL3.shape}.")
   sections = check_sections(sections, head_dim)
-  # Which stream each frequency pair reads: [0]*s0 + [1]*s1 + [2]*s2.
-  stream_H = np.repeat(np.arange(3), sections)
+  stream_H = stream_of_pairs(sections, interleaved)
   pos_BLH = jnp.take(positions_BL3.astype(jnp.float32), stream_H, axis=-1)
   angles_BLH = pos_BLH * inv_frequencies(head_dim, theta)
   angles_BL1K = jnp.concatenate([angles_BLH, angles_BLH], -1)[:, :, None, :]

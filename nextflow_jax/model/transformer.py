@@ -58,6 +58,7 @@ class DecoderBlock(nn.Module):
   mlp_dim: int
   rope_theta: float = 1_000_000.0
   mrope_sections: tuple[int, int, int] | None = None
+  mrope_interleaved: bool = True
   norm_eps: float = 1e-6
   qkv_bias: bool = True
   attention: str = "xla"  # see `layers.Attention`
@@ -79,6 +80,7 @@ class DecoderBlock(nn.Module):
     h = layers.Attention(
         self.num_heads, self.num_kv_heads, self.head_dim,
         rope_theta=self.rope_theta, mrope_sections=self.mrope_sections,
+        mrope_interleaved=self.mrope_interleaved,
         qkv_bias=self.qkv_bias, attention=self.attention,
         attention_block=self.attention_block, name="attn", **kw)(
             h, positions_BL3, segment_ids_BL, block_ids_BL,
@@ -102,6 +104,9 @@ class Transformer(nn.Module):
   # Frequency pairs of the (scale/time, row, column) streams; None:
   # `rope.default_sections(head_dim)`.
   mrope_sections: tuple[int, int, int] | None = None
+  # Their frequency layout (`rope.stream_of_pairs`): interleaved, or
+  # Qwen2.5-VL's contiguous one (blind to columns at small head_dim).
+  mrope_interleaved: bool = True
   norm_eps: float = 1e-6
   qkv_bias: bool = True  # Qwen2.5: q/k/v projections have biases.
   # Attention implementation and its key block (`layers`: xla | blocked |
@@ -165,6 +170,7 @@ class Transformer(nn.Module):
         rope_theta=self.rope_theta,
         mrope_sections=rope.resolve_sections(self.mrope_sections,
                                              self.head_dim),
+        mrope_interleaved=self.mrope_interleaved,
         norm_eps=self.norm_eps, qkv_bias=self.qkv_bias,
         attention=self.attention, attention_block=self.attention_block,
         decode=decode,
