@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -15,7 +17,7 @@
 # # Sampling quickstart: the shipped shapes model
 #
 # What this shows: how to load a model bundle (`pretrained/shapes-cpu`, a
-# 3.6M-parameter NextFlow trained for 78 minutes on 2 CPU cores on 32 px
+# 3.6M-parameter NextFlow trained for 65 minutes on 2 CPU cores on 32 px
 # shapes), generate images from prompts, compare guidance and temperature
 # settings side by side, watch one image form scale by scale, make
 # variations that keep an image's coarse scales, and caption, question and
@@ -25,10 +27,10 @@
 # How long: about two minutes on a 2-core CPU (mostly compilation; each new
 # batch shape compiles once), seconds on a Colab GPU.
 #
-# Be warned: this model does not draw shapes yet. It puts the prompt's colours
-# roughly where they belong, as soft blobs; its shapes-GenEval score is about
-# 0.06 (experiments/README.md says why). The calls below are the same for a
-# model that does.
+# Be warned: this model draws the prompt's colours, but shapes only roughly
+# and counts and positions often wrong; its shapes-GenEval score is 0.10
+# (experiments/README.md says where it stands). The calls below are the same
+# for a model that draws well.
 #
 # Setup: run from a clone of the repository, after
 # `pip install -e .` (in Colab: clone it, then `!pip install -q -e <clone>`).
@@ -77,7 +79,7 @@ settings = {
     "guidance 3": SamplingConfig(seed=0, guidance=3.0),
     "guidance 6": SamplingConfig(seed=0, guidance=6.0),
     "colder fine scales": SamplingConfig(
-        seed=0, guidance=3.0, temperature=(1.0, 1.0, 0.8, 0.6, 0.5, 0.4, 0.3)),
+        seed=0, guidance=3.0, temperature=(1.0, 1.0, 0.6, 0.3)),
 }
 columns = {name: gen.text_to_image(prompts, config).pixels
            for name, config in settings.items()}
@@ -97,14 +99,14 @@ show([strip], [f"{prompts[0]}: after 1 .. {len(strip)} scales"])
 
 # %% [markdown]
 # ## Variations: keep the coarse scales, resample the rest
-# `prefix_codes` fixes the first scales (here 3 of 7) of every row.
+# `prefix_codes` fixes the first scales (here 2 of 4) of every row.
 
 # %%
 same = [prompts[0]] * 4
 variations = gen.text_to_image(same, SamplingConfig(seed=1, guidance=3.0),
                                prefix_codes=[np.repeat(c[:1], 4, axis=0)
-                                             for c in codes[:3]])
-show([list(variations.pixels)], ["four completions of one 3-scale prefix"])
+                                             for c in codes[:2]])
+show([list(variations.pixels)], ["four completions of one 2-scale prefix"])
 
 # %% [markdown]
 # ## Understanding and editing with the same model

@@ -205,9 +205,9 @@ def _7b(c):
 def _shapes32(c):
   """The shapes32 recipe's model (experiments/shapes_pipeline.py): the cpu
   model on 32 px shapes codes, t2i-heavy, half of the t2i prompts in the
-  GenEval categories' wording. Measured: shapes-GenEval 0.034, VQA 0.44
-  after these 1000 steps (experiments/README.md); it does not draw shapes
-  yet."""
+  GenEval categories' wording. Measured before the interleaved RoPE:
+  shapes-GenEval 0.034, VQA 0.44 after these 1000 steps
+  (experiments/README.md)."""
   c.data.tasks = ("t2i", "caption", "vqa")
   c.data.task_weights = (4.0, 1.0, 1.0)
   c.data.prompt_variants = 0.5
@@ -219,7 +219,9 @@ def _shapes32(c):
 def _shapes32_grid(c):
   """The shapes32_grid recipe's model: the cpu model on the codes of
   configs/extract.py:shapes32_grid, text-to-image at 8:1:1 with captions
-  and VQA (experiments/README.md has its measured scores)."""
+  and VQA. With num_steps=4000 and a 65-minute cap (3681 steps on 2 cores)
+  it is the shipped pretrained/shapes-cpu: shapes-GenEval 0.102, VQA 0.56
+  (experiments/README.md)."""
   _shapes32(c)
   c.data.task_weights = (8.0, 1.0, 1.0)
 
