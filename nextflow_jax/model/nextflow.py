@@ -114,7 +114,8 @@ class NextFlow(nn.Module):
         num_heads=self.num_heads, num_kv_heads=self.num_kv_heads,
         head_dim=self.head_dim, mlp_dim=self.mlp_dim,
         rope_theta=self.rope_theta, mrope_sections=self.mrope_sections,
-        mrope_interleaved=self.mrope_interleaved, norm_eps=self.norm_eps, qkv_bias=self.qkv_bias,
+        mrope_interleaved=self.mrope_interleaved, norm_eps=self.norm_eps,
+        qkv_bias=self.qkv_bias,
         attention=self.attention, attention_block=self.attention_block,
         scan_layers=self.scan_layers, remat_policy=self.remat_policy,
         dtype=self.dtype, param_dtype=self.param_dtype)
