@@ -110,6 +110,46 @@ def saved_model_section(section: Mapping[str, Any]) -> dict[str, Any]:
   return {**SAVED_MODEL_DEFAULTS, **section}
 
 
+# `model` fields that change what the parameters compute without changing
+# their shapes: a checkpoint restores under another value without an error,
+# and training would go on as a different model.
+_SHAPE_PRESERVING_MODEL_KEYS = ("rope_theta", "mrope_sections",
+                                "mrope_interleaved", "norm_eps")
+
+
+def check_resumable_model(saved: Mapping[str, Any],
+                          current: Mapping[str, Any], workdir: str) -> None:
+  """Refuses to resume a run under a model that computes differently.
+
+  Args:
+    saved: the `model` section saved with the run's checkpoint (fields the
+      run predates are filled in by `saved_model_section`).
+    current: the `model` section of the config resuming it.
+    workdir: the run, for the message.
+
+  Raises:
+    ValueError: naming each such field, the two values, and the flag that
+      continues the run as it was trained.
+  """
+  saved = saved_model_section(saved)
+  differences = []
+  for key in _SHAPE_PRESERVING_MODEL_KEYS:
+    a, b = saved.get(key), current.get(key)
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+      a, b = tuple(a or ()), tuple(b or ())
+    if a != b:
+      differences.append((key, a, b))
+  if differences:
+    lines = "; ".join(f"model.{k} is {b!r} here but the run trained with "
+                      f"{a!r}" for k, a, b in differences)
+    flags_ = " ".join(f"--config.model.{k}={a!r}" for k, a, _ in differences)
+    raise ValueError(
+        f"cannot resume {workdir}: {lines}. These fields change what the "
+        f"parameters compute, not their shapes, so the checkpoint would load "
+        f"and train on as another model. Continue it as trained with "
+        f"{flags_}, or start a new --workdir.")
+
+
 def build_model(section: Mapping[str, Any], *, text_vocab_size: int,
                 codebook_size: int, code_dim: int) -> nextflow.NextFlow:
   """A `model` config section (+ sizes from the data) -> NextFlow.

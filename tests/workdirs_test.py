@@ -52,6 +52,27 @@ def test_an_unknown_model_key_in_a_config_file_fails_up_front(tmp_path):
     trainers.validate(config, str(tmp_path / "run"))
 
 
+def test_resuming_needs_the_rope_the_run_trained_with():
+  current = nextflow_config().model.to_dict()
+  workdirs.check_resumable_model(dict(current), current, "W")
+  # A run saved before the field existed trained with contiguous RoPE.
+  saved = {k: v for k, v in current.items() if k != "mrope_interleaved"}
+  with pytest.raises(ValueError, match=r"cannot resume W: "
+                     r"model.mrope_interleaved is True here but the run "
+                     r"trained with False.*--config.model.mrope_interleaved"
+                     r"=False"):
+    workdirs.check_resumable_model(saved, current, "W")
+  workdirs.check_resumable_model(saved, {**current,
+                                         "mrope_interleaved": False}, "W")
+  # Saved configs store tuples as lists; other knobs may change freely.
+  workdirs.check_resumable_model(
+      {**current, "mrope_sections": list(current["mrope_sections"]),
+       "remat_policy": "full"}, current, "W")
+  with pytest.raises(ValueError, match=r"model.rope_theta"):
+    workdirs.check_resumable_model({**current, "rope_theta": 1e4}, current,
+                                   "W")
+
+
 def test_an_unknown_tokenizer_key_is_named():
   with pytest.raises(ValueError, match=r"config.tokenizer has unknown "
                      r"key\(s\) \['chanels'\]"):

@@ -336,6 +336,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   train_iter = iter(dataset(train_src, shuffle=True, num_epochs=None,
                             num_workers=data.num_workers))
   if ckpt.latest_step() is not None:
+    workdirs.check_resumable_model(
+        ckpt.restore_config().get("model", {}), config.model.to_dict(),
+        workdir)
     state, _ = ckpt.restore(common.abstract_target(state),
                             data_iterator=train_iter, config=config)
     logging.info("resumed from step %d", int(state.step))

@@ -182,6 +182,14 @@ def test_kill_and_resume_equals_an_uninterrupted_run(codes_dir, tmp_path):
   resumed = str(tmp_path / "resumed")
   pretrain.run(mu_config(codes_dir, **{"eval.num_batches": 0,
                                        "train.num_steps": 3}), resumed)
+  # A RoPE layout other than the run's would restore (same shapes) and
+  # train on as another model: refused, naming the flag that continues it.
+  with pytest.raises(ValueError, match=r"model.mrope_interleaved is False "
+                     r"here but the run trained with True.*"
+                     r"--config.model.mrope_interleaved=True"):
+    pretrain.run(mu_config(codes_dir, **{"eval.num_batches": 0,
+                                         "model.mrope_interleaved": False}),
+                 resumed)
   pretrain.run(mu_config(codes_dir, **{"eval.num_batches": 0}), resumed)
   a = checkpoint.Checkpointer(os.path.join(straight, "checkpoints"))
   b = checkpoint.Checkpointer(os.path.join(resumed, "checkpoints"))
