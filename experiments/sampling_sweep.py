@@ -18,6 +18,7 @@ import sys
 
 from absl import app
 from absl import flags
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -34,20 +35,36 @@ _IMAGES = flags.DEFINE_integer("images_per_prompt", 2, "Images per prompt.")
 _SETTINGS = flags.DEFINE_list("settings", None, "Names from SETTINGS "
                               "(default: all).")
 
-# name -> SamplingConfig fields. Per-scale tuples run coarse to fine and have
-# one entry per scale of the model's schedule (7 for the 32 px recipes).
+# name -> SamplingConfig fields. A per-scale field is a function of the
+# number of scales n (coarse to fine), so one setting fits any schedule.
+def _ramp(start, end):
+  return lambda n: tuple(float(v) for v in np.linspace(start, end, n))
+
+
+def _coarse_then(coarse, fine, num_coarse=2):
+  return lambda n: tuple([coarse] * min(num_coarse, n) +
+                         [fine] * max(0, n - num_coarse))
+
+
 SETTINGS = {
     "base": dict(guidance=3.0, temperature=1.0, top_p=0.95),
     "no_guidance": dict(guidance=0.0, temperature=1.0, top_p=0.95),
+    "guidance1.5": dict(guidance=1.5, temperature=1.0, top_p=0.95),
     "guidance6": dict(guidance=6.0, temperature=1.0, top_p=0.95),
     "cold": dict(guidance=3.0, temperature=0.5, top_p=0.95),
-    "cold_fine": dict(guidance=3.0, top_p=0.95,
-                      temperature=(1.0, 1.0, 0.8, 0.6, 0.4, 0.3, 0.2)),
+    "cold_fine": dict(guidance=3.0, top_p=0.95, temperature=_ramp(1.0, 0.2)),
+    "cold_fine_g6": dict(guidance=6.0, top_p=0.95,
+                         temperature=_ramp(1.0, 0.2)),
     "greedy_fine": dict(guidance=3.0, top_p=1.0,
-                        temperature=(1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+                        temperature=_coarse_then(1.0, 0.0)),
     "top_k4": dict(guidance=3.0, temperature=1.0, top_p=1.0, top_k=4),
     "greedy": dict(guidance=3.0, temperature=0.0, top_p=1.0),
 }
+
+
+def resolve(setting: dict, num_scales: int) -> dict:
+  """A SETTINGS entry with its per-scale functions evaluated."""
+  return {k: v(num_scales) if callable(v) else v for k, v in setting.items()}
 
 
 def main(argv):
@@ -62,12 +79,13 @@ def main(argv):
   prompts = shapes_geneval.load_prompt_set(split=_SPLIT.value)
   results = {}
   for name in names:
-    config = generator_lib.SamplingConfig(seed=0, **SETTINGS[name])
+    setting = resolve(SETTINGS[name], len(gen.schedule))
+    config = generator_lib.SamplingConfig(seed=0, **setting)
     result = shapes_geneval.evaluate_generator(
         gen, prompts, images_per_prompt=_IMAGES.value, config=config,
         out_dir=os.path.join(_OUT.value, name) if _OUT.value else None)
     result.pop("images")
-    results[name] = {"setting": {k: v for k, v in SETTINGS[name].items()},
+    results[name] = {"setting": setting,
                      **result}
     print(name, f"overall {result['overall']:.3f}",
           {k: round(v, 3) for k, v in result["categories"].items()},
