@@ -25,6 +25,8 @@ Then the finest scale alone, the first K - 1 scales true:
              sum_j p_j e_j (a "mean" prediction).
 
   python experiments/scale_probe.py --model=runs/k128/nextflow --num=128
+  python experiments/scale_probe.py --model=pretrained/shapes-cpu \
+      --dataset=32px_8k_grid4
 
 Writes results/scale_probe_<date>.json with the machine.
 """
@@ -54,6 +56,10 @@ _MODEL = flags.DEFINE_string("model", None, "Model bundle or workdir.",
 _NUM = flags.DEFINE_integer("num", 128, "Held-out images.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Rows per sampler call.")
 _GUIDANCE = flags.DEFINE_float("guidance", 3.0, "CFG weight.")
+_DATASET = flags.DEFINE_string(
+    "dataset", "", "shapes config of the held-out scenes (e.g. "
+    "32px_8k_grid4 for models trained on its codes); default: the "
+    "evaluator's held-out scenes at the model's image size.")
 RANKS = (0, 1, 2, 4, 8, 16)
 
 
@@ -102,7 +108,8 @@ def main(argv):
          if os.path.exists(os.path.join(_MODEL.value, "bundle.json")) else
          generator_lib.Generator.from_workdir(_MODEL.value))
   examples = shapes_geneval.held_out_examples(
-      _NUM.value, shapes_geneval.held_out_dataset(gen.image_size[0]))
+      _NUM.value, _DATASET.value or
+      shapes_geneval.held_out_dataset(gen.image_size[0]))
   images = np.stack([e["image"] for e in examples])
   scenes = [e["scene"] for e in examples]
   captions = [e["caption"] for e in examples]
@@ -159,6 +166,8 @@ def main(argv):
   print("finest scale from the model, the coarser ones true:", finest)
   path = common.write_result("scale_probe", {
       "model": _MODEL.value, "num_images": len(examples),
+      "dataset": _DATASET.value or shapes_geneval.held_out_dataset(
+          gen.image_size[0]),
       "schedule": [list(hw) for hw in schedule], "guidance": _GUIDANCE.value,
       "rows": rows,
       "finest_scale_rth_nearest_code": {str(r): v
