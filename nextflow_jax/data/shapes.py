@@ -929,7 +929,7 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
   Generated locally (no download). Configs: "32px" (512 train / 64 test,
   4 frames; unit tests), "32px_8k" (8000 / 500, 4 frames; 32 px recipes),
   "32px_8k_grid4" / "32px_8k_grid8" (the same with boxes on a 4- or 8-pixel
-  grid) and "64px"
+  grid), "32px_64k_grid4" (64000 train scenes on the 4-pixel grid) and "64px"
   (8000 / 500, 8 frames; demo); any
   `ShapesConfig` may be passed as `config`. Splits "train" and "test" share no
   scene. Features, with S = image_size and T = num_frames:
@@ -970,6 +970,18 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
                        " for a downsample-4 tokenizer (32 px demo recipe)."),
           image_size=32,
           num_train=8000,
+          num_test=500,
+          num_frames=4,
+          grid=4,
+      ),
+      ShapesConfig(
+          name="32px_64k_grid4",
+          description=("32x32 images on the 4-pixel grid, 64000 train / 500"
+                       " test; its first 8000 train scenes are"
+                       " 32px_8k_grid4's. Eight times the scenes, for runs"
+                       " long enough to overfit 8000."),
+          image_size=32,
+          num_train=64000,
           num_test=500,
           num_frames=4,
           grid=4,

@@ -47,8 +47,8 @@ class SourceSpec:
 
 def parse_source_spec(spec: str) -> SourceSpec:
   """Parses a spec string; raises ValueError saying what is allowed."""
-  embedded_help = ("shapes/{32px,32px_8k,32px_8k_grid4,32px_8k_grid8,64px}, "
-                   "twemoji/{32px,64px}")
+  embedded_help = ("shapes/{32px,32px_8k,32px_8k_grid4,32px_64k_grid4,"
+                   "32px_8k_grid8,64px}, twemoji/{32px,64px}")
   if spec.startswith("tfds:"):
     name = spec[len("tfds:"):]
     if not name:
