@@ -107,9 +107,9 @@ def main(argv):
   gen = (generator_lib.Generator.from_pretrained(_MODEL.value)
          if os.path.exists(os.path.join(_MODEL.value, "bundle.json")) else
          generator_lib.Generator.from_workdir(_MODEL.value))
-  examples = shapes_geneval.held_out_examples(
-      _NUM.value, _DATASET.value or
-      shapes_geneval.held_out_dataset(gen.image_size[0]))
+  dataset = _DATASET.value or shapes_geneval.held_out_dataset(
+      gen.image_size[0])
+  examples = shapes_geneval.held_out_examples(_NUM.value, dataset)
   images = np.stack([e["image"] for e in examples])
   scenes = [e["scene"] for e in examples]
   captions = [e["caption"] for e in examples]
@@ -166,8 +166,7 @@ def main(argv):
   print("finest scale from the model, the coarser ones true:", finest)
   path = common.write_result("scale_probe", {
       "model": _MODEL.value, "num_images": len(examples),
-      "dataset": _DATASET.value or shapes_geneval.held_out_dataset(
-          gen.image_size[0]),
+      "dataset": dataset,
       "schedule": [list(hw) for hw in schedule], "guidance": _GUIDANCE.value,
       "rows": rows,
       "finest_scale_rth_nearest_code": {str(r): v
